@@ -1,0 +1,143 @@
+"""YAML-plus-CLI parsing for every detoxrl entry point, in TRL's ``TrlParser`` style.
+
+``--config file.yaml --learning_rate 1e-4`` works as in TRL. What this adds to ``TrlParser``:
+
+* YAML values go through the same argparse actions as CLI flags, so a YAML value is
+  type-checked and checked against ``choices``/``Literal`` exactly like a flag. ``TrlParser``
+  only installs YAML values as argparse *defaults*, which argparse never validates.
+* An unknown YAML key, or a wrong value in the YAML, fails with one line naming the file and
+  the field (with a "did you mean" hint); a wrong CLI value fails with one line naming the flag.
+* ``__post_init__`` checks of the dataclasses (``ValueError``) are reported the same way.
+* ``resolved_config_dict`` gives what every entry point saves beside its outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+from trl import TrlParser
+
+
+from detoxrl.errors import ConfigError, UserError
+
+
+def _to_argv(key: str, value: Any) -> list[str]:
+    """Render one YAML ``key: value`` as the CLI tokens argparse would receive."""
+    if isinstance(value, bool):
+        return [f"--{key}", "true" if value else "false"]
+    if isinstance(value, (list, tuple)):
+        return [f"--{key}", *[str(v) for v in value]] if value else [f"--{key}"]
+    if isinstance(value, dict):
+        raise ConfigError(f"field '{key}' is a mapping; write it as a list or a scalar")
+    return [f"--{key}", str(value)]
+
+
+class DetoxParser(TrlParser):
+    """``TrlParser`` whose YAML values are validated like CLI flags (see module docstring)."""
+
+    def __init__(self, dataclass_types, prog: str | None = None, **kwargs):
+        super().__init__(dataclass_types, prog=prog, **kwargs)
+        self._source = "command line"
+
+    # argparse calls this for every bad value; keep it to one line and name where it came from.
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise ConfigError(f"{self.prog}: {self._source}: {message}")
+
+    def _known_fields(self) -> list[str]:
+        return [a.dest for a in self._actions if a.dest not in ("help",)]
+
+    def _config_argv(self, config_path: str) -> list[str]:
+        if not os.path.isfile(config_path):
+            raise ConfigError(f"{self.prog}: config file '{config_path}' not found (pass --config PATH to a YAML file)")
+        try:
+            with open(config_path, encoding="utf-8") as fh:
+                config = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{config_path}:{mark.line + 1}" if mark else config_path
+            raise ConfigError(f"{self.prog}: {where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(config, dict):
+            raise ConfigError(f"{self.prog}: {config_path}: must be a YAML mapping of field: value")
+        for key, value in (config.pop("env", None) or {}).items():
+            os.environ[str(key)] = str(value)
+        known = set(self._known_fields())
+        argv: list[str] = []
+        for key, value in config.items():
+            if key not in known:
+                hint = difflib.get_close_matches(key, known, n=1)
+                fix = f"did you mean '{hint[0]}'?" if hint else "remove it, or see --help for the fields"
+                raise ConfigError(f"{self.prog}: {config_path}: unknown field '{key}'; {fix}")
+            if value is None:  # argparse cannot spell None; install it as the default instead
+                self.set_defaults(**{key: None})
+                continue
+            try:
+                argv += _to_argv(key, value)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.prog}: {config_path}: {exc}") from None
+        return argv
+
+    def parse(self, args: Iterable[str] | None = None) -> tuple:
+        """Parse ``--config`` YAML then CLI flags (CLI wins) into the dataclasses."""
+        args = list(sys.argv[1:] if args is None else args)
+        config_argv: list[str] = []
+        config_path = None
+        if "--config" in args:
+            i = args.index("--config")
+            if i + 1 >= len(args):
+                raise ConfigError(f"{self.prog}: --config needs a path to a YAML file")
+            config_path = args[i + 1]
+            del args[i : i + 2]
+            config_argv = self._config_argv(config_path)
+            # Validate the YAML alone first so its errors name the file, not the command line.
+            self._source = config_path
+            self._parse_checked(config_argv)
+        self._source = "command line"
+        return self._parse_checked(config_argv + args)
+
+    def _parse_checked(self, argv: list[str]) -> tuple:
+        try:
+            return self.parse_args_into_dataclasses(args=argv)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as exc:  # raised by a dataclass __post_init__
+            raise ConfigError(f"{self.prog}: {self._source}: {exc}") from None
+
+
+def resolved_config_dict(*configs) -> dict[str, dict[str, Any]]:
+    """The parsed dataclasses as ``{ClassName: {field: value}}``, ready for YAML."""
+    out: dict[str, dict[str, Any]] = {}
+    for cfg in configs:
+        fields = {}
+        for f in dataclasses.fields(cfg):
+            value = getattr(cfg, f.name)
+            if isinstance(value, (str, int, float, bool, type(None))):
+                fields[f.name] = value
+            elif isinstance(value, (list, tuple)):
+                fields[f.name] = [v if isinstance(v, (str, int, float, bool)) else str(v) for v in value]
+            else:
+                fields[f.name] = str(value)
+        out[type(cfg).__name__] = fields
+    return out
+
+
+def save_resolved_config(path: str, *configs) -> None:
+    """Write the resolved configs to ``path`` atomically (write to a temp file, then rename)."""
+    from detoxrl.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(resolved_config_dict(*configs), sort_keys=False, allow_unicode=True))
+
+
+def run_cli(main_fn, args=None) -> int:
+    """Run an entry point; turn ``ConfigError`` (and other user errors) into one line on stderr, exit 2."""
+    try:
+        main_fn(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

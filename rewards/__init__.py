@@ -1,0 +1,1 @@
+"""Judges and rewards: toxicity, similarity and fluency scorers, the composite reward, detox-eval."""
