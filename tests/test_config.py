@@ -1,0 +1,113 @@
+"""The YAML+CLI parser: YAML values are validated like flags, CLI wins, errors name file and field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+import yaml
+
+from detoxrl.config import DetoxParser, resolved_config_dict, save_resolved_config
+from detoxrl.errors import ConfigError
+from detoxrl.models.config import DetoxModelConfig
+
+
+@dataclass
+class Toy:
+    learning_rate: float = field(default=1e-3, metadata={"help": "lr"})
+    loss: Literal["ce", "toxic_penalty"] = field(default="ce", metadata={"help": "loss"})
+    steps: int = field(default=10, metadata={"help": "steps"})
+    use_x: bool = field(default=False, metadata={"help": "x"})
+    names: list[str] = field(default_factory=lambda: ["a"], metadata={"help": "names"})
+    note: str | None = field(default="hi", metadata={"help": "note"})
+
+    def __post_init__(self):
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0 (got {self.steps})")
+
+
+def _yaml(tmp_path, data, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_yaml_then_cli_override(tmp_path):
+    path = _yaml(tmp_path, {"learning_rate": 0.5, "loss": "toxic_penalty", "use_x": True, "names": ["q", "v"], "note": None})
+    (toy,) = DetoxParser([Toy], prog="t").parse(["--config", path, "--learning_rate", "1e-4"])
+    assert toy.learning_rate == 1e-4 and toy.loss == "toxic_penalty" and toy.use_x is True
+    assert toy.names == ["q", "v"] and toy.note is None and toy.steps == 10
+
+
+def test_yaml_bad_choice_names_file_and_field(tmp_path):
+    path = _yaml(tmp_path, {"loss": "focal"})
+    with pytest.raises(ConfigError) as err:
+        DetoxParser([Toy], prog="t").parse(["--config", path])
+    assert path in str(err.value) and "--loss" in str(err.value) and "focal" in str(err.value)
+
+
+def test_yaml_bad_type_names_file_and_field(tmp_path):
+    path = _yaml(tmp_path, {"steps": "many"})
+    with pytest.raises(ConfigError, match=r"c\.yaml.*--steps.*many"):
+        DetoxParser([Toy], prog="t").parse(["--config", path])
+
+
+def test_unknown_yaml_key_suggests_the_field(tmp_path):
+    path = _yaml(tmp_path, {"learnin_rate": 0.1})
+    with pytest.raises(ConfigError, match=r"unknown field 'learnin_rate'; did you mean 'learning_rate'"):
+        DetoxParser([Toy], prog="t").parse(["--config", path])
+
+
+def test_cli_bad_value_and_post_init_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"command line.*--loss"):
+        DetoxParser([Toy], prog="t").parse(["--loss", "nope"])
+    path = _yaml(tmp_path, {"steps": -3})
+    with pytest.raises(ConfigError, match=r"c\.yaml: steps must be >= 0 \(got -3\)"):
+        DetoxParser([Toy], prog="t").parse(["--config", path])
+
+
+def test_missing_and_malformed_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file 'nope.yaml' not found"):
+        DetoxParser([Toy], prog="t").parse(["--config", "nope.yaml"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loss: ce\n  steps: [1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+: invalid YAML"):
+        DetoxParser([Toy], prog="t").parse(["--config", str(bad)])
+
+
+def test_model_config_through_parser(tmp_path):
+    path = _yaml(tmp_path, {"model_name_or_path": "google/mt5-base", "finetuning": "qlora", "lora_target_modules": ["qkvo"]})
+    (cfg,) = DetoxParser([DetoxModelConfig], prog="t").parse(["--config", path, "--lora_r", "16"])
+    assert cfg.finetuning == "qlora" and cfg.load_in_4bit and cfg.lora_r == 16 and cfg.lora_target_modules == ["qkvo"]
+    with pytest.raises(ConfigError, match="--finetuning"):
+        DetoxParser([DetoxModelConfig], prog="t").parse(["--finetuning", "prefix"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    (toy,) = DetoxParser([Toy], prog="t").parse(["--steps", "3"])
+    out = tmp_path / "resolved.yaml"
+    save_resolved_config(str(out), toy)
+    assert yaml.safe_load(out.read_text()) == resolved_config_dict(toy)
+    assert resolved_config_dict(toy)["Toy"]["steps"] == 3
+
+
+@dataclass
+class Needs:
+    output: str = field(metadata={"help": "required"})
+    steps: int = field(default=1, metadata={"help": "steps"})
+
+
+def test_required_field_may_come_from_cli_or_yaml(tmp_path):
+    path = _yaml(tmp_path, {"steps": 2})
+    (needs,) = DetoxParser([Needs], prog="t").parse(["--config", path, "--output", "o.jsonl"])
+    assert (needs.output, needs.steps) == ("o.jsonl", 2)
+    (needs,) = DetoxParser([Needs], prog="t").parse(["--config", _yaml(tmp_path, {"output": "y"}, "d.yaml")])
+    assert needs.output == "y"
+    with pytest.raises(ConfigError, match="required: --output"):
+        DetoxParser([Needs], prog="t").parse(["--config", path])
+
+
+def test_empty_list_in_yaml(tmp_path):
+    (toy,) = DetoxParser([Toy], prog="t").parse(["--config", _yaml(tmp_path, {"names": []})])
+    assert toy.names == []
