@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import os
 import re
 import sys
@@ -110,21 +111,22 @@ class DetoxParser(TrlParser):
         raise ConfigError(f"{self.prog}: {where}: {message}")
 
 
+def _plain(value: Any) -> Any:
+    """A YAML-safe version of a config value (enums by value, unknown objects as strings)."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
 def resolved_config_dict(*configs) -> dict[str, dict[str, Any]]:
     """The parsed dataclasses as ``{ClassName: {field: value}}``, ready for YAML."""
-    out: dict[str, dict[str, Any]] = {}
-    for cfg in configs:
-        fields = {}
-        for f in dataclasses.fields(cfg):
-            value = getattr(cfg, f.name)
-            if isinstance(value, (str, int, float, bool, type(None))):
-                fields[f.name] = value
-            elif isinstance(value, (list, tuple)):
-                fields[f.name] = [v if isinstance(v, (str, int, float, bool)) else str(v) for v in value]
-            else:
-                fields[f.name] = str(value)
-        out[type(cfg).__name__] = fields
-    return out
+    return {type(cfg).__name__: {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)} for cfg in configs}
 
 
 def save_resolved_config(path: str, *configs) -> None:

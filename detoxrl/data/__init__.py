@@ -53,8 +53,8 @@ def load_detox_data(cfg: DataConfig) -> DetoxData:
         drop_identical=cfg.drop_identical, deduplicate=cfg.deduplicate,
     )
     log.info("%s (%s): %s", source, fmt, report.format())
-    train, dev = split_pairs(pairs, cfg.dev_size, cfg.seed)
-    sampled = subsample(train, cfg.max_train_pairs, cfg.seed)
+    train, dev = split_pairs(pairs, cfg.dev_size, cfg.split_seed)
+    sampled = subsample(train, cfg.max_train_pairs, cfg.split_seed)
     if len(sampled) < len(train):
         log.info("train subsampled from %d to %d pairs (max_train_pairs)", len(train), len(sampled))
     return DetoxData(sampled, dev, report, source, fmt, len({p.group for p in raw}), len(train))

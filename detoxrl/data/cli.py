@@ -66,7 +66,7 @@ def preview(cfg: DataConfig, args: PreviewArgs) -> None:
           + (f", subsampled from {data.train_before_subsample}" if subsampled else ""))
     print(f"dev: {len(data.dev)} pairs ({n_dev_groups} sources)")
     print(f"languages: {langs}")
-    rng = random.Random(cfg.seed)
+    rng = random.Random(cfg.split_seed)
     for pair in rng.sample(data.train, min(max(args.samples, 0), len(data.train))):
         print(f"\n[{pair.origin}]\n  toxic:   {pair.source}\n  neutral: {pair.target}")
 

@@ -87,7 +87,7 @@ class DataConfig:
     max_train_pairs: int | None = field(
         default=None, metadata={"help": "Subsample the train split to at most this many pairs (unset: all)."}
     )
-    seed: int = field(default=42, metadata={"help": "Seed of the dev split and of the train subsample."})
+    split_seed: int = field(default=42, metadata={"help": "Seed of the dev split and of the train subsample."})
 
     def __post_init__(self) -> None:
         if not str(self.dataset).strip():

@@ -1,0 +1,166 @@
+"""``detox-eval``: score detox systems side by side with judges configured apart from the reward.
+
+    detox-eval --config configs/eval/default.yaml --systems duplicate delete sft=runs/sft
+    detox-eval --systems runs/sft/merged preds=outputs/preds.txt --max_eval_sentences 200
+
+Test set: the ``DataConfig`` data (default ParaDetox) split by the core loader; ``eval_split`` picks
+dev (default), train or all. Pairs that share a source form one test sentence whose targets are its
+references (ParaDetox has 1-3 per source).
+
+Systems (``systems``, see ``rewards/systems.py``): the baselines ``duplicate`` and ``delete``, a
+predictions file, or a model (merged folder, adapter folder, SFT output folder, hub id), decoded in
+batches by the core ``generate_rewrites`` with the ``GenerationSettings`` of this run (the same for
+every model). Judges: ``EvalJudgesConfig`` (``judge_*`` fields), never the reward's settings.
+
+Output, written atomically into ``output_dir``: ``eval.json`` (everything), ``eval.md`` (the table),
+``eval_sentences.tsv`` (one row per system and sentence) and ``resolved_config.yaml``. Every number
+is defined in ``rewards/report.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from detoxrl.config import DetoxParser, run_cli, save_resolved_config
+from detoxrl.data import DataConfig, load_detox_data
+from detoxrl.errors import UserError
+from detoxrl.generate import GenerationSettings, generate_rewrites
+from detoxrl.log import setup_logging
+from detoxrl.prompts import PromptConfig
+from detoxrl.vocab import VocabConfig, load_lexicon
+from rewards import baselines
+from rewards.batching import check_device, set_torch_threads
+from rewards.judges import EvalJudgesConfig, Judges
+from rewards.predictions import read_predictions
+from rewards.report import markdown_table, sentence_rows, system_scores, write_reports
+from rewards.systems import System, load_system_model, parse_system
+
+log = logging.getLogger("detoxrl.rewards")
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and where to write the report."""
+
+    systems: list[str] = field(
+        default_factory=lambda: ["duplicate", "delete"],
+        metadata={"help": "Systems, each [name=]what: duplicate | delete | a predictions file (.txt/.tsv/.csv/"
+                  ".jsonl) | a model folder (merged, adapter, or detox-sft output) | a hub id."},
+    )
+    output_dir: str = field(default="outputs/eval", metadata={"help": "Where eval.json, eval.md and the TSV go."})
+    eval_split: Literal["dev", "train", "all"] = field(
+        default="dev", metadata={"help": "Which split of the DataConfig data to evaluate on."})
+    max_eval_sentences: int | None = field(
+        default=None, metadata={"help": "Evaluate only the first N test sentences (unset: all)."})
+    eval_device: str = field(default="auto", metadata={"help": "Device of the evaluated models: auto | cpu | cuda."})
+    num_threads: int = field(
+        default=0, metadata={"help": "torch CPU threads; 0: the cores not busy at start (see rewards/batching.py)."})
+
+    def __post_init__(self):
+        if isinstance(self.systems, str):
+            self.systems = [self.systems]
+        if not self.systems:
+            raise ValueError("systems is empty; name at least one: duplicate, delete, a predictions file or a model")
+        if self.max_eval_sentences is not None and self.max_eval_sentences < 1:
+            raise ValueError(f"max_eval_sentences must be >= 1 or unset (got {self.max_eval_sentences})")
+        check_device("eval_device", self.eval_device)
+        if self.num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0 (got {self.num_threads})")
+
+
+@dataclass
+class TestSet:
+    sources: list[str]
+    references: list[list[str]]
+    description: dict
+
+
+def load_test_set(data_cfg: DataConfig, split: str, limit: int | None) -> TestSet:
+    """Test sentences of one split; pairs sharing a source group become one sentence with several references."""
+    data = load_detox_data(data_cfg)
+    pairs = {"dev": data.dev, "train": data.train, "all": data.all}[split]
+    grouped: dict[str, tuple[str, list[str]]] = {}
+    for p in pairs:
+        source, refs = grouped.setdefault(p.group, (p.source, []))
+        if p.target not in refs:
+            refs.append(p.target)
+    items = list(grouped.values())[:limit] if limit else list(grouped.values())
+    if not items:
+        raise UserError(f"the {split} split of '{data.source}' is empty; set eval_split or dev_size")
+    sources, references = [s for s, _ in items], [r for _, r in items]
+    desc = {"source": data.source, "split": split, "sentences": len(sources),
+            "references": sum(len(r) for r in references)}
+    return TestSet(sources, references, desc)
+
+
+def produce_outputs(system: System, sources: list[str], vocab: VocabConfig, prompt: PromptConfig,
+                    generation: GenerationSettings, device: str) -> tuple[list[str], float | None, str]:
+    """(outputs, seconds spent producing them or None for a file, description)."""
+    if system.kind == "predictions":
+        return read_predictions(system.ref, sources), None, f"predictions {system.ref}"
+    if system.kind == "baseline":
+        lexicon = load_lexicon(vocab) if system.ref == "delete" else None
+        start = time.perf_counter()
+        outputs = baselines.duplicate(sources) if lexicon is None else baselines.delete(sources, lexicon)
+        what = "output = input" if lexicon is None else f"delete {lexicon.summary().split(';')[0]} words"
+        return outputs, time.perf_counter() - start, what
+    model, formatter, what = load_system_model(system.ref, prompt, device)
+    start = time.perf_counter()
+    outputs = generate_rewrites(model, formatter, sources, generation, progress=True)
+    seconds = time.perf_counter() - start
+    del model
+    return outputs, seconds, what
+
+
+def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig, vocab: VocabConfig,
+             prompt: PromptConfig, generation: GenerationSettings) -> dict:
+    """Run every system, judge it, write the reports; returns the report dict."""
+    log.info("using %d torch threads", set_torch_threads(cfg.num_threads))
+    systems = [parse_system(s) for s in cfg.systems]
+    names = [s.name for s in systems]
+    if len(set(names)) != len(names):
+        raise UserError(f"systems: two systems share a name ({', '.join(names)}); name them with name=what")
+    test = load_test_set(data_cfg, cfg.eval_split, cfg.max_eval_sentences)
+    log.info("test set: %d sentences, %d references", len(test.sources), test.description["references"])
+    judges = Judges(judges_cfg, vocab)
+    results, rows = {}, []
+    for system in systems:
+        outputs, seconds, what = produce_outputs(system, test.sources, vocab, prompt, generation, cfg.eval_device)
+        start = time.perf_counter()
+        judged = judges.score(test.sources, outputs)
+        judge_seconds = time.perf_counter() - start
+        scores = system_scores(test.sources, outputs, test.references, judged, seconds)
+        results[system.name] = {"kind": system.kind, "what": what, "scores": scores,
+                                "generation_seconds": seconds, "judge_seconds": round(judge_seconds, 2)}
+        rows += sentence_rows(system.name, test.sources, outputs, test.references, judged)
+        log.info("%s: J %.3f STA %.3f SIM %.3f FL %.3f (judged in %.1fs)", system.name, scores["J"], scores["STA"],
+                 scores["SIM"], scores["FL"], judge_seconds)
+    report = {"test_set": test.description, "judges": judges_cfg.describe(), "generation": asdict(generation),
+              "systems": results}
+    paths = write_reports(cfg.output_dir, report, rows)
+    save_resolved_config(os.path.join(cfg.output_dir, "resolved_config.yaml"), cfg, judges_cfg, data_cfg, vocab,
+                         prompt, generation)
+    print(markdown_table(results))
+    print(f"wrote {paths['json']}, {paths['markdown']}, {paths['tsv']}")
+    return report
+
+
+def _main(args: list[str] | None) -> None:
+    setup_logging()
+    parser = DetoxParser([EvalConfig, EvalJudgesConfig, DataConfig, VocabConfig, PromptConfig, GenerationSettings],
+                         prog="detox-eval")
+    evaluate(*parser.parse(args))
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``detox-eval``; returns the exit code (2 with one line on stderr for user errors)."""
+    return run_cli(_main, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

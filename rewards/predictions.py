@@ -1,0 +1,82 @@
+"""Reading a predictions file for ``detox-eval`` (a system whose outputs were produced elsewhere).
+
+Formats, by extension:
+
+* ``.txt``: one output per line, in test-set order; the line count must equal the number of test
+  sentences (an empty line is an empty output).
+* ``.tsv`` / ``.csv`` (with a header) and ``.jsonl`` (one object per line): a source column
+  (``source``, ``input``, ``inputs`` or ``toxic``) and an output column (``output``, ``prediction``,
+  ``outputs`` or ``neutral``). Rows are matched to test sentences by source text, exactly or else by
+  the core's ``norm_key``; every test sentence needs a row (extra rows are ignored).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+from detoxrl.data import norm_key
+from detoxrl.errors import UserError
+
+SOURCE_KEYS = ("source", "input", "inputs", "toxic")
+OUTPUT_KEYS = ("output", "prediction", "outputs", "neutral")
+
+
+def _rows(path: str) -> list[dict]:
+    lower = path.lower()
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        if lower.endswith(".jsonl"):
+            rows = []
+            for i, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise UserError(f"{path}:{i}: malformed JSON line ({exc.msg})") from None
+            return rows
+        return list(csv.DictReader(fh, delimiter="," if lower.endswith(".csv") else "\t"))
+
+
+def _pick(keys, row: dict, path: str, what: str) -> str:
+    for k in keys:
+        if k in row:
+            return k
+    raise UserError(f"predictions file '{path}': no {what} column; name it one of {', '.join(keys)} "
+                    f"(found: {', '.join(map(str, row)) or 'none'})")
+
+
+def read_predictions(path: str, sources: list[str]) -> list[str]:
+    """The outputs for ``sources`` from ``path`` (see the module docstring)."""
+    if not os.path.isfile(path):
+        raise UserError(f"predictions file '{path}' not found")
+    if path.lower().endswith(".txt"):
+        with open(path, encoding="utf-8-sig") as fh:
+            lines = fh.read().split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        if len(lines) != len(sources):
+            raise UserError(f"predictions file '{path}' has {len(lines)} lines but the test set has {len(sources)} "
+                            "sentences; a .txt file needs one output per test sentence, in order (or use a .tsv "
+                            "with source and output columns)")
+        return [line.rstrip("\r") for line in lines]
+    if not path.lower().endswith((".tsv", ".csv", ".jsonl")):
+        raise UserError(f"predictions file '{path}': unknown extension; use .txt, .tsv, .csv or .jsonl")
+    rows = _rows(path)
+    if not rows:
+        raise UserError(f"predictions file '{path}' has no rows")
+    skey, okey = _pick(SOURCE_KEYS, rows[0], path, "source"), _pick(OUTPUT_KEYS, rows[0], path, "output")
+    exact = {str(r.get(skey, "")).strip(): str(r.get(okey) or "") for r in rows}
+    loose = {norm_key(k): v for k, v in exact.items()}
+    outputs, missing = [], []
+    for s in sources:
+        if s.strip() in exact:
+            outputs.append(exact[s.strip()])
+        elif norm_key(s) in loose:
+            outputs.append(loose[norm_key(s)])
+        else:
+            missing.append(s)
+    if missing:
+        raise UserError(f"predictions file '{path}' has no output for {len(missing)} of {len(sources)} test "
+                        f"sentences (first: {missing[0][:80]!r}); produce it on the same test set")
+    return outputs

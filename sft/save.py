@@ -1,0 +1,93 @@
+"""Writing the SFT result: adapter, merged model, tokenizer, ``detoxrl.json`` and the model card.
+
+Layout of ``output_dir`` after training::
+
+    adapter/          the PEFT adapter (or the full model for finetuning: full) + tokenizer
+    merged/           the adapter folded into a full-precision base + tokenizer (loads with plain
+                      transformers); for qlora/lora8bit the base is reloaded unquantized first
+    detoxrl.json      what inference needs: family, prompt config, generation settings, base model
+    resolved_config.yaml, README.md (model card with the dev metrics)
+
+Each folder is written to a temp name and renamed, so a crash never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+
+from detoxrl.io import atomic_directory, atomic_write_text
+
+CARD = """---
+library_name: {library}
+base_model: {base}
+tags: [detoxification, text-style-transfer, detoxrl]
+---
+# {name}
+
+A detoxification model: it rewrites toxic text into polite text that keeps the meaning.
+Trained with [detoxrl](https://github.com/detoxrl/detoxrl)'s supervised stage.
+
+| setting | value |
+|---|---|
+| base model | `{base}` ({family}) |
+| fine-tuning | {finetuning} |
+| loss | {loss} |
+| prompt format | {prompt_format} |
+| train pairs | {train_pairs} |
+| steps | {steps} |
+| training time | {train_minutes:.1f} min |
+
+## Dev metrics ({guard_n} dev inputs, greedy decoding)
+
+| metric | value |
+|---|---|
+{metric_rows}
+
+Copy rate: output equals input after lowercasing and dropping punctuation. Lexicon toxicity: share
+of texts with a word from the toxic word list. ChrF: sacrebleu chrF against all references, 0-1.
+
+## Use
+
+```python
+from transformers import AutoTokenizer, {auto}
+model = {auto}.from_pretrained("merged")
+tokenizer = AutoTokenizer.from_pretrained("merged")
+```
+The prompt must be built the way training built it: see `detoxrl.json` (`prompt`).
+"""
+
+
+def save_folder(model, tokenizer, path: str) -> None:
+    with atomic_directory(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+
+def save_merged(model, tokenizer, model_cfg, family: str, adapter_dir: str, path: str) -> None:
+    """Fold the adapter into a full-precision base and save it (quantized bases are reloaded unquantized)."""
+    from dataclasses import replace
+
+    from peft import PeftModel
+
+    from detoxrl.models.loading import load_model
+
+    if model_cfg.quantized:
+        base = load_model(replace(model_cfg, finetuning="full", load_in_4bit=False, load_in_8bit=False),
+                          apply_adapter=False).model
+        model = PeftModel.from_pretrained(base, adapter_dir)
+    save_folder(model.merge_and_unload(), tokenizer, path)
+
+
+def write_card(output_dir: str, info: dict, metrics: dict) -> None:
+    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    auto = "AutoModelForSeq2SeqLM" if info["family"] == "seq2seq" else "AutoModelForCausalLM"
+    text = CARD.format(metric_rows=rows, auto=auto, library="transformers", **info)
+    atomic_write_text(os.path.join(output_dir, "README.md"), text)
+
+
+def write_detoxrl_json(output_dir: str, family: str, base: str, prompt_cfg, prompt_format: str, generation, extra: dict) -> None:
+    payload = {"family": family, "base_model": base, "prompt": {**asdict(prompt_cfg), "prompt_format": prompt_format},
+               "generation": asdict(generation), **extra}
+    atomic_write_text(os.path.join(output_dir, "detoxrl.json"), json.dumps(payload, indent=2, ensure_ascii=False))

@@ -1,0 +1,168 @@
+"""Supervised detox stage: ``accelerate launch sft/train.py --config configs/sft/default.yaml``.
+
+Reads top to bottom: parse configs -> data -> toxic vocabulary -> model -> features -> trainer
+(seq2seq or causal) -> train (resumable) -> final guard on dev -> save adapter, merged model,
+tokenizer, resolved config, ``detoxrl.json`` and a model card. Also installed as ``detox-sft``.
+
+Runs as one process, under ``accelerate launch`` (configs in ``configs/accelerate/``), and as 2+
+CPU processes with ``ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 sft/train.py ...``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__" and __package__ in (None, ""):
+    # Run as a file (accelerate launch sft/train.py): import the project, not sibling modules.
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import logging
+import time
+
+import torch
+
+from detoxrl.config import DetoxParser, run_cli, save_resolved_config
+from detoxrl.data import DataConfig, load_detox_data
+from detoxrl.errors import UserError
+from detoxrl.generate import GenerationSettings
+from detoxrl.log import setup_logging
+from detoxrl.models.config import DetoxModelConfig
+from detoxrl.models.loading import load_model
+from detoxrl.prompts import PromptConfig, PromptFormatter
+from detoxrl.vocab import VocabConfig, load_lexicon, toxic_token_ids
+from sft.config import DetoxSFTConfig
+from sft.features import FeatureBuilder, PairCollator
+from sft.save import save_folder, save_merged, write_card, write_detoxrl_json
+from sft.trainer import DetoxCausalTrainer, DetoxSeq2SeqTrainer, IdentityGuard
+
+log = logging.getLogger("detoxrl")
+CONFIGS = [DataConfig, VocabConfig, DetoxModelConfig, PromptConfig, DetoxSFTConfig]
+
+
+def parse(args=None):
+    return DetoxParser(CONFIGS, prog="sft/train.py").parse(args)
+
+
+def resolve_resume(args: DetoxSFTConfig) -> str | None:
+    """``resume_from_checkpoint``: a checkpoint folder, or ``true``/``latest`` for the newest in output_dir."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    value = args.resume_from_checkpoint
+    if value in (None, "", "false", "False"):
+        return None
+    if value in ("true", "True", "latest"):
+        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        if last is None:
+            raise UserError(f"resume_from_checkpoint: no checkpoint-* folder in output_dir '{args.output_dir}'")
+        return last
+    if not os.path.isfile(os.path.join(value, "trainer_state.json")):
+        raise UserError(f"resume_from_checkpoint: '{value}' is not a checkpoint (no trainer_state.json); "
+                        f"pass a checkpoint-* folder or 'latest'")
+    return value
+
+
+def check_quantization(model_cfg: DetoxModelConfig) -> None:
+    """QLoRA / 8-bit need bitsandbytes; bitsandbytes' CPU 4-bit kernel needs layer widths divisible by 64."""
+    if not model_cfg.quantized:
+        return
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError(f"finetuning: {model_cfg.finetuning} needs bitsandbytes: pip install 'bitsandbytes>=0.50'") from None
+
+
+def dev_references(pairs) -> tuple[list[str], list[list[str]]]:
+    """Distinct dev sources in order, each with all its references."""
+    refs: dict[str, list[str]] = {}
+    for p in pairs:
+        refs.setdefault(p.source, []).append(p.target)
+    return list(refs), list(refs.values())
+
+
+def run(args=None) -> dict:
+    setup_logging()
+    data_cfg, vocab_cfg, model_cfg, prompt_cfg, train_args = parse(args)
+    resume = resolve_resume(train_args)
+    check_quantization(model_cfg)
+    train_args.label_names = ["labels"]
+    train_args.prediction_loss_only = True
+    train_args.remove_unused_columns = False
+
+    data = load_detox_data(data_cfg)
+    lexicon = load_lexicon(vocab_cfg)
+    loaded = load_model(model_cfg, gradient_checkpointing=train_args.gradient_checkpointing)
+    model, tok, family = loaded.model, loaded.tokenizer, loaded.family
+    formatter = PromptFormatter(prompt_cfg, tok, family)
+    toxic = toxic_token_ids(lexicon, tok)
+    log.info("%s", toxic.report())
+
+    builder = FeatureBuilder(formatter, lexicon, train_args.loss, train_args.mask_strategy, train_args.context_window,
+                             train_args.no_span, train_args.max_source_length, train_args.max_target_length)
+    train_features = builder.encode_all(data.train)
+    log.info("%s", builder.stats.format())
+    mask_stats = builder.stats.as_dict()
+    eval_features = FeatureBuilder(formatter, lexicon, "ce", max_source_length=train_args.max_source_length,
+                                   max_target_length=train_args.max_target_length).encode_all(
+        data.dev[: train_args.eval_max_pairs or None])
+    sources, references = dev_references(data.dev)
+    guard = None
+    if train_args.guard_samples:
+        n = train_args.guard_samples
+        guard = IdentityGuard(formatter, lexicon, sources[:n], references[:n], train_args.guard_max_new_tokens,
+                              train_args.copy_warn)
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    collator = PairCollator(tok.pad_token_id, family, getattr(base.config, "decoder_start_token_id", None))
+    trainer_cls = DetoxSeq2SeqTrainer if family == "seq2seq" else DetoxCausalTrainer
+    trainer = trainer_cls(model=model, args=train_args, train_dataset=train_features, eval_dataset=eval_features,
+                          data_collator=collator, processing_class=tok, toxic_ids=torch.tensor(toxic.ids, dtype=torch.long),
+                          guard=guard, family=family)
+    trainer.log({f"mask_{k}": v for k, v in mask_stats.items() if isinstance(v, (int, float))})
+
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    minutes = (time.perf_counter() - start) / 60
+    metrics = trainer.evaluate()
+
+    out = train_args.output_dir
+    summary = {"train_loss": result.training_loss, "train_minutes": round(minutes, 2), **mask_stats,
+               **{k: v for k, v in metrics.items() if isinstance(v, float)}}
+    if trainer.is_world_process_zero():
+        adapter_dir = os.path.join(out, "adapter")
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        save_folder(unwrapped, tok, adapter_dir)
+        if train_args.merge_adapter and model_cfg.finetuning != "full":
+            save_merged(unwrapped, tok, model_cfg, family, adapter_dir, os.path.join(out, "merged"))
+        save_resolved_config(os.path.join(out, "resolved_config.yaml"), data_cfg, vocab_cfg, model_cfg, prompt_cfg,
+                             train_args)
+        write_detoxrl_json(out, family, model_cfg.model_name_or_path, prompt_cfg, formatter.format,
+                           GenerationSettings(max_new_tokens=train_args.guard_max_new_tokens),
+                           {"finetuning": model_cfg.finetuning, "stage": "sft", "metrics": summary})
+        card_metrics = {k.removeprefix("eval_"): v for k, v in metrics.items()
+                        if k in ("eval_loss", "eval_copy_rate", "eval_lexicon_toxicity", "eval_input_lexicon_toxicity",
+                                 "eval_chrf")}
+        write_card(out, {"name": os.path.basename(os.path.abspath(out)), "base": model_cfg.model_name_or_path,
+                         "family": family, "finetuning": model_cfg.finetuning, "loss": _loss_name(train_args),
+                         "prompt_format": formatter.format, "train_pairs": f"{len(data.train):,}",
+                         "steps": trainer.state.global_step, "train_minutes": minutes,
+                         "guard_n": len(guard.sources) if guard else 0}, card_metrics)
+        log.info("saved to %s: adapter/, %sREADME.md, detoxrl.json (%.1f min)", out,
+                 "merged/, " if train_args.merge_adapter and model_cfg.finetuning != "full" else "", minutes)
+    return summary
+
+
+def _loss_name(a: DetoxSFTConfig) -> str:
+    if a.loss == "toxic_penalty":
+        return f"toxic_penalty (gamma={a.gamma})"
+    if a.loss == "toxic_mask":
+        return f"toxic_mask ({a.mask_strategy}, window={a.context_window}, no_span={a.no_span})"
+    return "ce"
+
+
+def main(args=None) -> int:
+    return run_cli(run, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
