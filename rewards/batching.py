@@ -3,8 +3,8 @@
 ``resolve_device("auto")`` is CUDA when available, else CPU; any other value is passed to
 ``torch.device`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
 
-``sorted_batches(texts, batch_size)`` yields lists of indices into ``texts``, longest texts first
-(by character count), so each batch pads little and a too-large batch fails on the first one.
+``sorted_batches(items, batch_size)`` yields lists of indices into ``items`` (texts, or token-id
+lists), longest first by ``len``, so each batch pads little and a too-large batch fails on the first one.
 Scorers fill their results back by index, so the output order is the input order.
 
 ``free_cores()`` is the number of CPU cores not busy right now: ``os.cpu_count()`` minus the
@@ -17,7 +17,7 @@ second training run held the other core of this 2-core machine.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 
 import torch
 
@@ -29,9 +29,9 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     return torch.device(spec)
 
 
-def sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:
-    """Index batches of at most ``batch_size``, texts sorted by length (longest first)."""
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+def sorted_batches(items: Sequence[Sized], batch_size: int) -> Iterator[list[int]]:
+    """Index batches of at most ``batch_size``, items sorted by ``len`` (longest first)."""
+    order = sorted(range(len(items)), key=lambda i: -len(items[i]))
     for start in range(0, len(order), max(1, batch_size)):
         yield order[start : start + batch_size]
 

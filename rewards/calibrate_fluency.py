@@ -69,8 +69,8 @@ def _main(args: list[str] | None) -> None:
     values = [float(v) for v in m if not math.isnan(v)]
     const = calibration(values)
     shuffled = scorer.mean_logprob([shuffle_words(s, rng) for s in sample])
-    fl = logistic_fluency(m, **const)
-    fl_shuf = logistic_fluency(shuffled, **const)
+    fl = logistic_fluency(m, const["fluency_center"], const["fluency_scale"])
+    fl_shuf = logistic_fluency(shuffled, const["fluency_center"], const["fluency_scale"])
     print(f"{len(values)} ParaDetox neutral sentences, model {fl_cfg.fluency_model}")
     for q in (0.05, 0.10, 0.25, 0.50, 0.75, 0.90):
         print(f"  q{int(q * 100):02d}(m) = {quantile(values, q):.4f}")

@@ -10,9 +10,10 @@ when the vocabulary has it, else its BOS, else its EOS. With tokens ``t_1..t_T``
 The constants are calibrated on the ParaDetox neutral side (human rewrites) by
 ``python -m rewards.calibrate_fluency``: ``fluency_center`` is the 10th percentile of ``m`` over
 those sentences and ``fluency_scale = IQR / (2 ln 3)``, the scale at which a logistic's quartiles
-are an IQR apart. So a rewrite as fluent as the least fluent 10% of human rewrites scores 0.5,
-the median human rewrite about 0.9, and word salad near 0. The defaults below were measured for
-SmolLM2-135M-Instruct (see ``DEFAULT_CALIBRATION``); another ``fluency_model`` needs its own.
+are an IQR apart. So a rewrite as fluent as the least fluent 10% of human rewrites scores 0.5 and
+the median human rewrite 0.93; shuffling a rewrite's words drops its median to 0.25. The defaults
+were measured for SmolLM2-135M-Instruct (``DEFAULT_CALIBRATION``); another ``fluency_model`` needs
+its own. Mean log-prob is a proxy: it also rises for short, generic or repetitive text.
 
 ``hf`` definition: ``P(acceptable | x)`` from a sequence classifier trained on CoLA, e.g.
 ``textattack/roberta-base-CoLA`` (its ``LABEL_1``, index 1, is "acceptable"); 0 for an empty output.
@@ -33,8 +34,11 @@ from rewards.batching import resolve_device, sorted_batches
 from rewards.checks import is_empty
 
 COLA_DEFAULT = "textattack/roberta-base-CoLA"
-# Measured by: python -m rewards.calibrate_fluency --num_sentences 2000   (ParaDetox train neutral side)
-DEFAULT_CALIBRATION = {"fluency_center": -5.0, "fluency_scale": 0.5}
+# Measured for SmolLM2-135M-Instruct by: python -m rewards.calibrate_fluency --num_sentences 2000
+# (2,000 ParaDetox train-split neutral rewrites, sample_seed 0): q10 = -7.5775, q25 = -6.5297,
+# median = -5.6115, q75 = -4.8831 nats/token. With these, FL of the neutral rewrites has median 0.93;
+# the same sentences with their words shuffled have median 0.25 (lower than the original in 96.6%).
+DEFAULT_CALIBRATION = {"fluency_center": -7.5775, "fluency_scale": 0.7494}
 
 
 @dataclass
@@ -130,7 +134,7 @@ class LMFluency:
         ids = self.tokenizer([texts[i] for i in keep], add_special_tokens=False, truncation=True,
                              max_length=self.cfg.fluency_max_length)["input_ids"]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.context_id
-        for batch in sorted_batches([" " * len(x) for x in ids], self.cfg.fluency_batch_size):
+        for batch in sorted_batches(ids, self.cfg.fluency_batch_size):
             seqs = [[self.context_id] + ids[b] for b in batch]
             width = max(len(s) for s in seqs)
             input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)

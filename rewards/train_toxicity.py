@@ -48,6 +48,7 @@ from detoxrl.log import setup_logging
 from detoxrl.models.embedded import MINILM_ID
 from rewards import labelled
 from rewards.batching import set_torch_threads
+from rewards.classifier import SequenceClassifier
 from rewards.labelled import Labelled
 from rewards.metrics import accuracy, roc_auc
 
@@ -201,19 +202,11 @@ def train_classifier(model, tokenizer, train: list[Labelled], cfg: TrainToxicity
     return time.time() - start
 
 
-@torch.inference_mode()
 def predict(model, tokenizer, texts: list[str], batch_size: int, max_length: int) -> list[float]:
-    """``P(toxic)`` for each text, in order."""
-    out = [0.0] * len(texts)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length, padding=True,
-                        return_tensors="pt")
-        probs = model(**enc).logits.float().softmax(-1)[:, 1].tolist()
-        for i, p in zip(idx, probs):
-            out[i] = p
-    return out
+    """``P(toxic)`` for each text, in order (the ``hf`` judge's own batched scorer)."""
+    scorer = SequenceClassifier(model, tokenizer, 1, activation="softmax", device=torch.device("cpu"),
+                                batch_size=batch_size, max_length=max_length)
+    return scorer(texts).tolist()
 
 
 def heldout_metrics(heldout: list[Labelled], scores: list[float], lexicon_scores: list[float] | None = None) -> dict:

@@ -5,7 +5,6 @@ a tiny LM for fluency)."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 

@@ -83,3 +83,16 @@ def test_report_files(tmp_path):
     assert rows[0]["output"] == "you person" and rows[0]["J"] == "0.3600" and rows[0]["references"] == "you are wrong ||| hey you"
     assert sorted(os.listdir(tmp_path / "out")) == ["eval.json", "eval.md", "eval_sentences.tsv"]
     assert markdown_table({}).count("\n") == 1
+
+
+def test_judge_config_is_separate_from_the_reward():
+    from rewards.fluency import FluencyConfig
+    from rewards.judges import EvalJudgesConfig
+    from rewards.toxicity import ToxicityConfig
+
+    with pytest.raises(ValueError, match="judge_fluency_scale must be > 0"):
+        EvalJudgesConfig(judge_fluency_scale=0)
+    cfg = EvalJudgesConfig(judge_toxicity_backend="lexicon", judge_fluency_backend="hf", judge_batch_size=8)
+    assert cfg.part(ToxicityConfig).toxicity_batch_size == 8
+    assert cfg.part(FluencyConfig).fluency_model == "textattack/roberta-base-CoLA"
+    assert cfg.describe()["STA"].startswith("1 - lexicon")
