@@ -6,7 +6,8 @@
 The pairs are N ParaDetox dev sources with their first reference as the "output". The reward is
 built once (loading is not timed) and warmed up on 4 other pairs; the source-embedding cache is
 emptied before each timed run, so neither run is helped by it. Every judge's batch size is set to
-N, so the batched run is one batch per judge. Prints sentences/s for both runs and their ratio.
+N, so the batched run is one batch per judge. Prints sentences/s for both runs and their ratio, for
+each judge alone and for the whole composite reward.
 Any ``RewardConfig`` field is a flag (e.g. ``--toxicity_backend lexicon``).
 """
 
@@ -58,15 +59,23 @@ def _main(args):
     reward = CompositeReward(cfg)
     reward([s for s, _ in warm], [o for _, o in warm])
 
-    reward.clear_cache()
-    batched = timed(lambda: reward(sources, outputs))
-    reward.clear_cache()
-    single = timed(lambda: [reward([s], [o]) for s, o in zip(sources, outputs)])
+    judges = {"toxicity": lambda s, o: reward.toxicity(o), "similarity": lambda s, o: reward.similarity(s, o),
+              "fluency": lambda s, o: reward.fluency(o), "composite": reward}
+    rows = []
+    for name, fn in judges.items():
+        if name != "composite" and getattr(reward, name) is None:
+            continue
+        reward.clear_cache()
+        batched = timed(lambda: fn(sources, outputs))
+        reward.clear_cache()
+        single = timed(lambda: [fn([s], [o]) for s, o in zip(sources, outputs)])
+        rows.append((name, batched, single))
     print(f"reward: {reward.describe()}")
-    print(f"torch threads: {threads}; {bench.n} ParaDetox dev pairs")
-    print(f"batched (1 call of {bench.n}): {bench.n / batched:8.1f} sentences/s  ({batched:.2f} s)")
-    print(f"one at a time ({bench.n} calls): {bench.n / single:8.1f} sentences/s  ({single:.2f} s)")
-    print(f"speed-up from batching: {single / batched:.1f}x")
+    print(f"torch threads: {threads}; {bench.n} ParaDetox dev pairs (source, first reference)")
+    print(f"| part | batch of {bench.n}: sent/s | one at a time: sent/s | speed-up |")
+    print("|---|---:|---:|---:|")
+    for name, batched, single in rows:
+        print(f"| {name} | {bench.n / batched:.1f} | {bench.n / single:.1f} | {single / batched:.2f}x |")
 
 
 def main(args=None) -> int:

@@ -52,7 +52,7 @@ def _cell(name: str, value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if name == "sent/s":
-        return "inf" if math.isinf(value) else f"{value:.1f}"
+        return "inf" if math.isinf(value) else (f"{value:,.0f}" if value >= 1000 else f"{value:.1f}")
     return f"{value:.3f}"
 
 
