@@ -59,8 +59,8 @@ def ours(loss_name: str, steps: int, batch: int, quality: bool) -> dict:
     tokens = sum(len(f["input_ids"]) for f in features)
     guard = None
     if quality:
-        sources, refs = dev_references(data.dev)
-        guard = IdentityGuard(fmt, lexicon, sources[:200], refs[:200], 64)
+        sources, refs = dev_references(data.dev, 200, seed=0)
+        guard = IdentityGuard(fmt, lexicon, sources, refs, 64)
     trainer = DetoxCausalTrainer(model=loaded.model, args=args, train_dataset=features,
                                  data_collator=PairCollator(loaded.tokenizer.pad_token_id, "causal"),
                                  processing_class=loaded.tokenizer, family="causal", guard=guard,

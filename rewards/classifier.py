@@ -73,11 +73,11 @@ class SequenceClassifier:
         """Resolve ``ref`` with the core model references and load it as a sequence classifier."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from detoxrl.models.loading import _has_safetensors
+        from detoxrl.models.loading import has_safetensors
         from detoxrl.models.refs import resolve_model
 
         src = resolve_model(ref, what=what)
-        use_safetensors = _has_safetensors(src)  # raises for a local folder with pickle weights only
+        use_safetensors = has_safetensors(src)  # raises for a local folder with pickle weights only
         if use_safetensors is None and not os.path.isdir(src.path):
             use_safetensors = True  # hub repos: safetensors only
         try:

@@ -116,7 +116,8 @@ class CompositeReward:
         self.cfg = cfg
         self.device = resolve_device(cfg.reward_device)
         self.weights = {k: w for k, w in cfg.weights().items() if w > 0}
-        self.toxicity = self._load("toxicity", lambda: build_toxicity_scorer(cfg.part(ToxicityConfig), self.device, vocab))
+        self.toxicity = self._load("toxicity",
+                                   lambda: build_toxicity_scorer(cfg.part(ToxicityConfig), self.device, vocab))
         self.similarity = self._load("similarity", lambda: SimilarityScorer(cfg.part(SimilarityConfig), self.device))
         self.fluency = self._load("fluency", lambda: build_fluency_scorer(cfg.part(FluencyConfig), self.device))
 

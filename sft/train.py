@@ -18,6 +18,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import logging
+import random
 import time
 
 import torch
@@ -72,12 +73,19 @@ def check_quantization(model_cfg: DetoxModelConfig) -> None:
         raise UserError(f"finetuning: {model_cfg.finetuning} needs bitsandbytes: pip install 'bitsandbytes>=0.50'") from None
 
 
-def dev_references(pairs) -> tuple[list[str], list[list[str]]]:
-    """Distinct dev sources in order, each with all its references."""
+def dev_references(pairs, limit: int | None = None, seed: int = 0) -> tuple[list[str], list[list[str]]]:
+    """Distinct dev sources, each with all its references; ``limit`` draws a seeded random sample.
+
+    ParaDetox is not shuffled (its first rows are far less lexically toxic than the rest), so a
+    sample must be drawn, not cut from the front.
+    """
     refs: dict[str, list[str]] = {}
     for p in pairs:
         refs.setdefault(p.source, []).append(p.target)
-    return list(refs), list(refs.values())
+    sources = list(refs)
+    if limit is not None and limit < len(sources):
+        sources = random.Random(seed).sample(sources, limit)
+    return sources, [refs[s] for s in sources]
 
 
 def run(args=None) -> dict:
@@ -102,14 +110,15 @@ def run(args=None) -> dict:
     train_features = builder.encode_all(data.train)
     log.info("%s", builder.stats.format())
     mask_stats = builder.stats.as_dict()
+    eval_pairs = data.dev
+    if 0 < train_args.eval_max_pairs < len(eval_pairs):  # a seeded sample: the file is not shuffled
+        eval_pairs = random.Random(train_args.seed).sample(eval_pairs, train_args.eval_max_pairs)
     eval_features = FeatureBuilder(formatter, lexicon, "ce", max_source_length=train_args.max_source_length,
-                                   max_target_length=train_args.max_target_length).encode_all(
-        data.dev[: train_args.eval_max_pairs or None])
-    sources, references = dev_references(data.dev)
+                                   max_target_length=train_args.max_target_length).encode_all(eval_pairs)
     guard = None
     if train_args.guard_samples:
-        n = train_args.guard_samples
-        guard = IdentityGuard(formatter, lexicon, sources[:n], references[:n], train_args.guard_max_new_tokens,
+        sources, references = dev_references(data.dev, train_args.guard_samples, train_args.seed)
+        guard = IdentityGuard(formatter, lexicon, sources, references, train_args.guard_max_new_tokens,
                               train_args.copy_warn)
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -123,7 +132,7 @@ def run(args=None) -> dict:
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     minutes = (time.perf_counter() - start) / 60
-    metrics = trainer.evaluate()
+    metrics = final_eval_metrics(trainer)
 
     out = train_args.output_dir
     summary = {"train_loss": result.training_loss, "train_minutes": round(minutes, 2), **mask_stats,
@@ -150,6 +159,18 @@ def run(args=None) -> dict:
         log.info("saved to %s: adapter/, %sREADME.md, detoxrl.json (%.1f min)", out,
                  "merged/, " if train_args.merge_adapter and model_cfg.finetuning != "full" else "", minutes)
     return summary
+
+
+def final_eval_metrics(trainer) -> dict:
+    """The metrics of an evaluation (and guard) at the last step, run now unless training just did one."""
+    step = trainer.state.global_step
+    logged: dict = {}
+    for entry in trainer.state.log_history:
+        if entry.get("step") == step:
+            logged.update({k: v for k, v in entry.items() if k.startswith("eval_")})
+    if "eval_loss" in logged and (trainer.guard is None or "eval_copy_rate" in logged):
+        return logged
+    return trainer.evaluate()
 
 
 def _loss_name(a: DetoxSFTConfig) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from detoxrl.models.embedded import minilm_folder
 from rewards.evaluate import main
@@ -30,7 +31,8 @@ def setup(tmp_path_factory, tiny_dir):
     lm = tiny_dir("llama")
     args = ["--dataset", str(data), "--eval_split", "all", "--lexicon_dir", str(root / "lex"), "--lexicons",
             "ldnoobw", "--judge_toxicity_backend", "lexicon", "--judge_fluency_model", lm,
-            "--judge_device", "cpu", "--eval_device", "cpu", "--max_new_tokens", "4", "--gen_batch_size", "2"]
+            "--judge_device", "cpu", "--eval_device", "cpu", "--max_new_tokens", "4", "--gen_batch_size", "2",
+            "--num_threads", str(torch.get_num_threads())]  # leave the session's thread count as it is
     return root, args, lm
 
 

@@ -80,7 +80,8 @@ def test_report_files(tmp_path):
     assert "| mine | 0.900 | 0.500 | 0.800 | 0.360 |" in table
     with open(paths["tsv"], encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    assert rows[0]["output"] == "you person" and rows[0]["J"] == "0.3600" and rows[0]["references"] == "you are wrong ||| hey you"
+    assert rows[0]["output"] == "you person" and rows[0]["J"] == "0.3600"
+    assert rows[0]["references"] == "you are wrong ||| hey you"
     assert sorted(os.listdir(tmp_path / "out")) == ["eval.json", "eval.md", "eval_sentences.tsv"]
     assert markdown_table({}).count("\n") == 1
 
@@ -96,3 +97,24 @@ def test_judge_config_is_separate_from_the_reward():
     assert cfg.part(ToxicityConfig).toxicity_batch_size == 8
     assert cfg.part(FluencyConfig).fluency_model == "textattack/roberta-base-CoLA"
     assert cfg.describe()["STA"].startswith("1 - lexicon")
+
+
+def test_shipped_eval_configs_parse():
+    import glob
+
+    from detoxrl.config import DetoxParser
+    from detoxrl.data import DataConfig
+    from detoxrl.generate import GenerationSettings
+    from detoxrl.paths import PROJECT_ROOT
+    from detoxrl.prompts import PromptConfig
+    from detoxrl.vocab import VocabConfig
+    from rewards.evaluate import EvalConfig
+    from rewards.judges import EvalJudgesConfig
+
+    files = glob.glob(os.path.join(PROJECT_ROOT, "configs", "eval", "*.yaml"))
+    assert len(files) >= 2
+    for path in files:
+        parser = DetoxParser([EvalConfig, EvalJudgesConfig, DataConfig, VocabConfig, PromptConfig, GenerationSettings],
+                             prog="detox-eval")
+        cfg, judges, *_ = parser.parse(["--config", path])
+        assert cfg.systems and judges.judge_batch_size > 0

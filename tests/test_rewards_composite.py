@@ -85,7 +85,8 @@ def test_yaml_config_parses(tmp_path):
 
 def test_component_that_cannot_load_names_its_weight(vocab, tmp_path):
     cfg = reward_cfg(w_similarity=0.0, w_fluency=0.5, fluency_model=str(tmp_path / "no-such-lm"))
-    with pytest.raises(UserError, match=r"reward component 'fluency' \(w_fluency=0.5\) cannot load: .*set w_fluency: 0"):
+    expected = r"reward component 'fluency' \(w_fluency=0.5\) cannot load: .*set w_fluency: 0"
+    with pytest.raises(UserError, match=expected):
         CompositeReward(cfg, vocab)
 
 

@@ -122,7 +122,7 @@ def load_model(cfg: DetoxModelConfig, *, gradient_checkpointing: bool = False, a
         revision=revision,
         trust_remote_code=cfg.trust_remote_code,
         dtype=_dtype(cfg.dtype),
-        use_safetensors=_has_safetensors(src),
+        use_safetensors=has_safetensors(src),
     )
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
@@ -157,7 +157,7 @@ def apply_finetuning(model, cfg: DetoxModelConfig, family: str, gradient_checkpo
     return get_peft_model(model, pcfg)
 
 
-def _has_safetensors(src: ModelSource) -> bool | None:
+def has_safetensors(src: ModelSource) -> bool | None:
     """True for a local folder with safetensors; None (let transformers choose, safetensors first) otherwise.
 
     A local folder that holds only pickle weights (``pytorch_model.bin``) is refused unless the user

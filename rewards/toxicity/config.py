@@ -53,7 +53,8 @@ class ToxicityConfig:
 
     def __post_init__(self):
         if self.toxicity_backend not in TOXICITY_BACKENDS:
-            raise ValueError(f"toxicity_backend: '{self.toxicity_backend}' is not one of {', '.join(TOXICITY_BACKENDS)}")
+            raise ValueError(f"toxicity_backend: '{self.toxicity_backend}' is not one of "
+                             f"{', '.join(TOXICITY_BACKENDS)}")
         if self.toxicity_backend == "detoxify":
             if self.toxicity_model == DEFAULT_TOXICITY_MODEL:
                 self.toxicity_model = "original"  # the hf default means nothing to detoxify

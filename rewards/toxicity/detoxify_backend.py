@@ -55,10 +55,12 @@ def load_detoxify(cfg: ToxicityConfig, device: str | torch.device = "auto") -> S
     try:
         from detoxify import Detoxify
     except ImportError:
-        raise UserError("toxicity_backend: detoxify needs the detoxify package: pip install 'detoxrl[detoxify]'") from None
+        raise UserError("toxicity_backend: detoxify needs the detoxify package: "
+                        "pip install 'detoxrl[detoxify]'") from None
     model_type = cfg.toxicity_model if checkpoint is None else "original"
     try:
-        judge = Detoxify(model_type=model_type, checkpoint=checkpoint, device="cpu", huggingface_config_path=config_path)
+        judge = Detoxify(model_type=model_type, checkpoint=checkpoint, device="cpu",
+                         huggingface_config_path=config_path)
     except Exception as exc:  # noqa: BLE001 - network, missing HF config, bad checkpoint layout
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"toxicity_model: detoxify '{cfg.toxicity_model}' failed to load ({type(exc).__name__}: "
