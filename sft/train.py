@@ -162,15 +162,17 @@ def run(args=None) -> dict:
 
 
 def final_eval_metrics(trainer) -> dict:
-    """The metrics of an evaluation (and guard) at the last step, run now unless training just did one."""
+    """The metrics of an evaluation (and guard) at the last step, run now unless training just did one.
+
+    The decision rests on ``eval_loss`` alone, which every rank logs, so all ranks take the same
+    branch (only the main process runs the guard and logs its metrics).
+    """
     step = trainer.state.global_step
     logged: dict = {}
     for entry in trainer.state.log_history:
         if entry.get("step") == step:
             logged.update({k: v for k, v in entry.items() if k.startswith("eval_")})
-    if "eval_loss" in logged and (trainer.guard is None or "eval_copy_rate" in logged):
-        return logged
-    return trainer.evaluate()
+    return logged if "eval_loss" in logged else trainer.evaluate()
 
 
 def _loss_name(a: DetoxSFTConfig) -> str:
