@@ -24,13 +24,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from detoxrl.config import DetoxParser  # noqa: E402
-from detoxrl.data import load_detox_data  # noqa: E402
+from detoxrl.data import group_references, load_detox_data  # noqa: E402
 from detoxrl.log import setup_logging  # noqa: E402
 from detoxrl.models.loading import load_model  # noqa: E402
 from detoxrl.prompts import PromptFormatter  # noqa: E402
 from detoxrl.vocab import load_lexicon, toxic_token_ids  # noqa: E402
 from sft.features import FeatureBuilder, PairCollator  # noqa: E402
-from sft.train import CONFIGS, dev_references  # noqa: E402
+from sft.train import CONFIGS  # noqa: E402
 from sft.trainer import DetoxCausalTrainer, IdentityGuard  # noqa: E402
 
 LOSSES = {"ce": [], "toxic_penalty": [], "toxic_mask/toxic_only": ["toxic_only"],
@@ -59,7 +59,7 @@ def ours(loss_name: str, steps: int, batch: int, quality: bool) -> dict:
     tokens = sum(len(f["input_ids"]) for f in features)
     guard = None
     if quality:
-        sources, refs = dev_references(data.dev, 200, seed=0)
+        sources, refs = group_references(data.dev, 200, seed=0)
         guard = IdentityGuard(fmt, lexicon, sources, refs, 64)
     trainer = DetoxCausalTrainer(model=loaded.model, args=args, train_dataset=features,
                                  data_collator=PairCollator(loaded.tokenizer.pad_token_id, "causal"),

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from detoxrl.config import DetoxParser, run_cli, save_resolved_config
-from detoxrl.data import DataConfig, load_detox_data
+from detoxrl.data import DataConfig, group_references, load_detox_data
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings, generate_rewrites
 from detoxrl.log import setup_logging
@@ -84,15 +84,11 @@ def load_test_set(data_cfg: DataConfig, split: str, limit: int | None) -> TestSe
     """Test sentences of one split; pairs sharing a source group become one sentence with several references."""
     data = load_detox_data(data_cfg)
     pairs = {"dev": data.dev, "train": data.train, "all": data.all}[split]
-    grouped: dict[str, tuple[str, list[str]]] = {}
-    for p in pairs:
-        source, refs = grouped.setdefault(p.group, (p.source, []))
-        if p.target not in refs:
-            refs.append(p.target)
-    items = list(grouped.values())[:limit] if limit else list(grouped.values())
-    if not items:
+    sources, references = group_references(pairs)
+    if limit:
+        sources, references = sources[:limit], references[:limit]
+    if not sources:
         raise UserError(f"the {split} split of '{data.source}' is empty; set eval_split or dev_size")
-    sources, references = [s for s, _ in items], [r for _, r in items]
     desc = {"source": data.source, "split": split, "sentences": len(sources),
             "references": sum(len(r) for r in references)}
     return TestSet(sources, references, desc)

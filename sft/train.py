@@ -24,7 +24,7 @@ import time
 import torch
 
 from detoxrl.config import DetoxParser, run_cli, save_resolved_config
-from detoxrl.data import DataConfig, load_detox_data
+from detoxrl.data import DataConfig, group_references, load_detox_data
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings
 from detoxrl.log import setup_logging
@@ -73,21 +73,6 @@ def check_quantization(model_cfg: DetoxModelConfig) -> None:
         raise UserError(f"finetuning: {model_cfg.finetuning} needs bitsandbytes: pip install 'bitsandbytes>=0.50'") from None
 
 
-def dev_references(pairs, limit: int | None = None, seed: int = 0) -> tuple[list[str], list[list[str]]]:
-    """Distinct dev sources, each with all its references; ``limit`` draws a seeded random sample.
-
-    ParaDetox is not shuffled (its first rows are far less lexically toxic than the rest), so a
-    sample must be drawn, not cut from the front.
-    """
-    refs: dict[str, list[str]] = {}
-    for p in pairs:
-        refs.setdefault(p.source, []).append(p.target)
-    sources = list(refs)
-    if limit is not None and limit < len(sources):
-        sources = random.Random(seed).sample(sources, limit)
-    return sources, [refs[s] for s in sources]
-
-
 def run(args=None) -> dict:
     setup_logging()
     data_cfg, vocab_cfg, model_cfg, prompt_cfg, train_args = parse(args)
@@ -117,7 +102,7 @@ def run(args=None) -> dict:
                                    max_target_length=train_args.max_target_length).encode_all(eval_pairs)
     guard = None
     if train_args.guard_samples:
-        sources, references = dev_references(data.dev, train_args.guard_samples, train_args.seed)
+        sources, references = group_references(data.dev, train_args.guard_samples, train_args.seed)
         guard = IdentityGuard(formatter, lexicon, sources, references, train_args.guard_max_new_tokens,
                               train_args.copy_warn)
 

@@ -23,7 +23,7 @@ from detoxrl.data.loaders import (
     read_paranmt,
     write_instruction_json,
 )
-from detoxrl.data.split import split_pairs, subsample
+from detoxrl.data.split import group_references, split_pairs, subsample
 
 log = logging.getLogger("detoxrl.data")
 
@@ -62,6 +62,6 @@ def load_detox_data(cfg: DataConfig) -> DetoxData:
 
 __all__ = [
     "DEFAULT_INSTRUCTION", "CleanReport", "DataConfig", "DetoxData", "Pair", "clean_pairs", "clean_text",
-    "detect_format", "load_detox_data", "load_hub", "load_raw_pairs", "norm_key", "read_instruction_json",
+    "detect_format", "group_references", "load_detox_data", "load_hub", "load_raw_pairs", "norm_key", "read_instruction_json",
     "read_multilingual", "read_paradetox", "read_paranmt", "split_pairs", "subsample", "write_instruction_json",
 ]

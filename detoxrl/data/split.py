@@ -45,3 +45,20 @@ def subsample(pairs: list[Pair], max_pairs: int | None, seed: int) -> list[Pair]
         return pairs
     keep = sorted(random.Random(seed).sample(range(len(pairs)), max_pairs))
     return [pairs[i] for i in keep]
+
+
+def group_references(pairs: list[Pair], limit: int | None = None, seed: int = 0) -> tuple[list[str], list[list[str]]]:
+    """One test sentence per source group, with all its distinct references (first-seen order).
+
+    ``limit`` draws a seeded random sample of the groups: ParaDetox is not shuffled (its first rows
+    are far less lexically toxic than the rest), so a sample must be drawn, not cut from the front.
+    """
+    grouped: dict[str, tuple[str, list[str]]] = {}
+    for p in pairs:
+        source, refs = grouped.setdefault(p.group, (p.source, []))
+        if p.target not in refs:
+            refs.append(p.target)
+    items = list(grouped.values())
+    if limit is not None and limit < len(items):
+        items = random.Random(seed).sample(items, limit)
+    return [s for s, _ in items], [r for _, r in items]
