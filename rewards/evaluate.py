@@ -56,7 +56,7 @@ class EvalConfig:
     eval_split: Literal["dev", "train", "all"] = field(
         default="dev", metadata={"help": "Which split of the DataConfig data to evaluate on."})
     max_eval_sentences: int | None = field(
-        default=None, metadata={"help": "Evaluate only the first N test sentences (unset: all)."})
+        default=None, metadata={"help": "Evaluate a seeded random sample of N test sentences (unset: all)."})
     eval_device: str = field(default="auto", metadata={"help": "Device of the evaluated models: auto | cpu | cuda."})
     num_threads: int = field(
         default=0, metadata={"help": "torch CPU threads; 0: the cores not busy at start (see rewards/batching.py)."})
@@ -84,9 +84,8 @@ def load_test_set(data_cfg: DataConfig, split: str, limit: int | None) -> TestSe
     """Test sentences of one split; pairs sharing a source group become one sentence with several references."""
     data = load_detox_data(data_cfg)
     pairs = {"dev": data.dev, "train": data.train, "all": data.all}[split]
-    sources, references = group_references(pairs)
-    if limit:
-        sources, references = sources[:limit], references[:limit]
+    # A limit draws a seeded sample: ParaDetox is not shuffled, so its front is not representative.
+    sources, references = group_references(pairs, limit or None, seed=data_cfg.split_seed)
     if not sources:
         raise UserError(f"the {split} split of '{data.source}' is empty; set eval_split or dev_size")
     desc = {"source": data.source, "split": split, "sentences": len(sources),
