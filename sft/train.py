@@ -64,7 +64,7 @@ def resolve_resume(args: DetoxSFTConfig) -> str | None:
 
 
 def check_quantization(model_cfg: DetoxModelConfig) -> None:
-    """QLoRA / 8-bit need bitsandbytes; bitsandbytes' CPU 4-bit kernel needs layer widths divisible by 64."""
+    """QLoRA / 8-bit need bitsandbytes: say so in one line before any model is loaded."""
     if not model_cfg.quantized:
         return
     try:
