@@ -19,6 +19,11 @@ def is_copy(source: str, output: str) -> bool:
     return norm_key(source) == norm_key(output)
 
 
+def is_empty(output: str) -> bool:
+    """The output has no word character: "", "  ", "..."."""
+    return not norm_key(output)
+
+
 def copy_rate(sources: Sequence[str], outputs: Sequence[str]) -> float:
     if not outputs:
         return 0.0
@@ -26,7 +31,7 @@ def copy_rate(sources: Sequence[str], outputs: Sequence[str]) -> float:
 
 
 def empty_rate(outputs: Sequence[str]) -> float:
-    return sum(not norm_key(o) for o in outputs) / len(outputs) if outputs else 0.0
+    return sum(is_empty(o) for o in outputs) / len(outputs) if outputs else 0.0
 
 
 def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | None]]:

@@ -11,12 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from detoxrl.data import norm_key
-from detoxrl.metrics import is_copy
-
-
-def is_empty(output: str) -> bool:
-    return not norm_key(output)
+from detoxrl.metrics import is_copy, is_empty
 
 
 def is_length_blowup(source: str, output: str, ratio: float) -> bool:

@@ -35,6 +35,8 @@ class IdentityGuard:
         self.settings = GenerationSettings(max_new_tokens=max_new_tokens)
         self.copy_warn = copy_warn
         self.last_outputs: list[str] = []
+        # The inputs never change: their lexicon toxicity is measured once.
+        self.input_toxicity = lexicon.toxic_rate(sources) if lexicon else float("nan")
 
     def run(self, model) -> dict[str, float]:
         outputs = generate_rewrites(model, self.formatter, self.sources, self.settings)
@@ -42,7 +44,7 @@ class IdentityGuard:
         metrics = {
             "copy_rate": copy_rate(self.sources, outputs),
             "lexicon_toxicity": self.lexicon.toxic_rate(outputs) if self.lexicon else float("nan"),
-            "input_lexicon_toxicity": self.lexicon.toxic_rate(self.sources) if self.lexicon else float("nan"),
+            "input_lexicon_toxicity": self.input_toxicity,
             "chrf": chrf(outputs, self.references),
         }
         if metrics["copy_rate"] > self.copy_warn:
