@@ -9,6 +9,10 @@
   the field (with a "did you mean" hint); a wrong CLI value fails with one line naming the flag.
 * ``__post_init__`` checks of the dataclasses (``ValueError``) are reported the same way.
 * ``resolved_config_dict`` gives what every entry point saves beside its outputs.
+* Dotted names: an entry point may pass ``aliases``, a function from a dotted name to a field name
+  (the RL stage maps ``reward.weights.toxicity`` to ``w_toxicity``). Nested YAML mappings are read
+  as dotted names, so ``reward: {weights: {toxicity: 2}}`` and ``--reward.weights.toxicity 2``
+  both set ``w_toxicity``.
 """
 
 from __future__ import annotations
@@ -43,8 +47,9 @@ def _to_argv(key: str, value: Any) -> list[str]:
 class DetoxParser(TrlParser):
     """``TrlParser`` whose YAML values are validated like CLI flags (see module docstring)."""
 
-    def __init__(self, dataclass_types, prog: str | None = None, **kwargs):
+    def __init__(self, dataclass_types, prog: str | None = None, aliases=None, **kwargs):
         super().__init__(dataclass_types, prog=prog, **kwargs)
+        self._aliases = aliases
         self._config_path: str | None = None
         self._cli_flags: set[str] = set()
 
@@ -67,7 +72,8 @@ class DetoxParser(TrlParser):
             os.environ[str(key)] = str(value)
         known = set(self._known_fields())
         argv: list[str] = []
-        for key, value in config.items():
+        for key, value in _flatten(config, known).items():
+            key = self._alias(key)
             if key not in known:
                 hint = difflib.get_close_matches(key, known, n=1)
                 fix = f"did you mean '{hint[0]}'?" if hint else "remove it, or see --help for the fields"
@@ -93,6 +99,7 @@ class DetoxParser(TrlParser):
             self._config_path = args[i + 1]
             del args[i : i + 2]
             config_argv = self._config_argv(self._config_path)
+        args = [self._alias_flag(a) for a in args]
         self._cli_flags = {a.split("=", 1)[0] for a in args if a.startswith("--")}
         try:
             return self.parse_args_into_dataclasses(args=config_argv + args)
@@ -103,12 +110,33 @@ class DetoxParser(TrlParser):
                 self._config_path or "command line")
             raise ConfigError(f"{self.prog}: {where}: {exc}") from None
 
+    def _alias(self, name: str) -> str:
+        return self._aliases(name) if self._aliases and "." in name else name
+
+    def _alias_flag(self, arg: str) -> str:
+        if not arg.startswith("--") or "." not in arg.split("=", 1)[0]:
+            return arg
+        flag, eq, value = arg[2:].partition("=")
+        return "--" + self._alias(flag) + eq + value
+
     def error(self, message: str):  # noqa: D401 - argparse API
         """argparse calls this for every bad value: one line that names the file or the flag."""
         flag = re.search(r"argument (--\w+)", message)
         from_cli = flag is None or flag.group(1) in self._cli_flags or not self._config_path
         where = "command line" if from_cli else self._config_path
         raise ConfigError(f"{self.prog}: {where}: {message}")
+
+
+def _flatten(config: dict, known: set[str], prefix: str = "") -> dict:
+    """Nested mappings as dotted keys (``{a: {b: 1}}`` -> ``{"a.b": 1}``), except where a field takes a mapping."""
+    flat: dict = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and name not in known:
+            flat.update(_flatten(value, known, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _plain(value: Any) -> Any:

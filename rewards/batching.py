@@ -1,32 +1,20 @@
-"""Device choice and length-sorted batching, shared by every scorer.
-
-``resolve_device("auto")`` is CUDA when available, else CPU; any other value is passed to
-``torch.device`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+"""Length-sorted batching for every scorer, plus the device and thread helpers they use.
 
 ``sorted_batches(items, batch_size)`` yields lists of indices into ``items`` (texts, or token-id
 lists), longest first by ``len``, so each batch pads little and a too-large batch fails on the first one.
 Scorers fill their results back by index, so the output order is the input order.
 
-``free_cores()`` is the number of CPU cores not busy right now: ``os.cpu_count()`` minus the
-1-minute load average, at least 1. On a CPU shared with another torch process, running more
-threads than free cores is far slower than running fewer (OpenMP threads spin-wait for each
-other): MiniLM training steps measured 8.3 s with 2 threads against 1.0 s with 1 thread while a
-second training run held the other core of this 2-core machine.
+``resolve_device``, ``check_device``, ``free_cores`` and ``set_torch_threads`` live in
+``detoxrl.devices`` (inference needs them too) and are re-exported here.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence, Sized
 
-import torch
+from detoxrl.devices import check_device, free_cores, resolve_device, set_torch_threads
 
-
-def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
-    """``auto``/None -> ``cuda`` if available else ``cpu``; anything else -> ``torch.device(spec)``."""
-    if spec is None or spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
+__all__ = ["check_device", "free_cores", "resolve_device", "set_torch_threads", "sorted_batches"]
 
 
 def sorted_batches(items: Sequence[Sized], batch_size: int) -> Iterator[list[int]]:
@@ -34,30 +22,3 @@ def sorted_batches(items: Sequence[Sized], batch_size: int) -> Iterator[list[int
     order = sorted(range(len(items)), key=lambda i: -len(items[i]))
     for start in range(0, len(order), max(1, batch_size)):
         yield order[start : start + batch_size]
-
-
-def check_device(name: str, value: str) -> None:
-    """Raise ``ValueError`` naming field ``name`` if ``value`` is not a device spelling."""
-    if value == "auto":
-        return
-    try:
-        torch.device(value)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"{name}: '{value}' is not a device; use auto, cpu, cuda or cuda:N") from None
-
-
-def free_cores() -> int:
-    """``os.cpu_count()`` minus the 1-minute load average (rounded), at least 1."""
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not available on every platform
-        return cores
-    return max(1, min(cores, cores - round(load)))
-
-
-def set_torch_threads(requested: int = 0) -> int:
-    """``torch.set_num_threads(requested or free_cores())``; returns the number set (entry points call it)."""
-    threads = requested if requested > 0 else free_cores()
-    torch.set_num_threads(threads)
-    return threads

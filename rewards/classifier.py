@@ -93,11 +93,19 @@ class SequenceClassifier:
                    device=resolve_device(device), batch_size=batch_size, max_length=max_length, name=ref)
 
     @torch.inference_mode()
-    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        """``P(label | text)`` for each text, float32 on the CPU, in input order."""
+    def __call__(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> torch.Tensor:
+        """``P(label | text)`` for each text, float32 on the CPU, in input order.
+
+        With ``pairs``, each ``(texts[i], pairs[i])`` is encoded as a text pair (the tokenizer's pair
+        template, e.g. ``[CLS] a [SEP] b [SEP]`` with segment ids), for models trained on pairs.
+        """
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
+        sizes = texts if pairs is None else [a + b for a, b in zip(texts, pairs)]
         out = torch.zeros(len(texts), dtype=torch.float32)
-        for idx in sorted_batches(texts, self.batch_size):
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+        for idx in sorted_batches(sizes, self.batch_size):
+            second = None if pairs is None else [pairs[i] for i in idx]
+            enc = self.tokenizer([texts[i] for i in idx], second, padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="pt").to(self.device)
             logits = self.model(**enc).logits.float()
             if self.activation == "softmax":

@@ -1,10 +1,12 @@
-"""The composite reward: toxicity, similarity and fluency judges mixed into one number per rollout.
+"""The composite reward: toxicity, similarity and fluency judges (and, optionally, the reviewers'
+feedback reward model) mixed into one number per rollout.
 
 ``CompositeReward(RewardConfig)(sources, outputs)`` returns a ``RewardBreakdown``: the total and
 every component as tensors of shape ``[N]`` (for logging). The exact arithmetic is in
 ``rewards/mixing.py``:
 
     s_tox = 1 - toxicity(output)        s_sim = similarity(source, output)    s_fl = fluency(output)
+    s_fb = P(accept | source, output)   (optional fourth component, w_feedback > 0; rewards/feedback_model.py)
     weighted_sum:  R = sum_k w_k s_k / sum_k w_k        product:  R = prod_k s_k ** w_k
     total = R - copy_penalty * is_copy - empty_penalty * is_empty - length_penalty * is_length_blowup
 
@@ -13,9 +15,10 @@ breakdown). A judge with weight > 0 that cannot load is a ``UserError`` naming i
 all-zero weights are refused by ``RewardConfig``. Source embeddings are cached by the similarity
 judge (keyed by text), so PPO epochs over the same prompts encode each source once.
 
-Config fields are flat (``w_toxicity``, ``w_similarity``, ``w_fluency``, ...) because the detoxrl
-parser is flat: ``RewardConfig`` inherits every field of ``ToxicityConfig``, ``SimilarityConfig`` and
-``FluencyConfig``, and the RL entry point parses it next to the model, data and trainer configs.
+Config fields are flat (``w_toxicity``, ``w_similarity``, ``w_fluency``, ``w_feedback``, ...) because the
+detoxrl parser is flat: ``RewardConfig`` inherits every field of ``ToxicityConfig``, ``SimilarityConfig``,
+``FluencyConfig`` and ``FeedbackModelConfig``, and the RL entry point parses it next to the model, data
+and trainer configs. ``w_feedback`` defaults to 0, so the feedback component is off unless asked for.
 """
 
 from __future__ import annotations
@@ -30,22 +33,26 @@ from detoxrl.errors import UserError
 from detoxrl.vocab import VocabConfig
 from rewards.batching import check_device, resolve_device
 from rewards.checks import copy_flags, empty_flags, length_blowup_flags
+from rewards.feedback_model import FeedbackModelConfig, load_feedback_scorer
 from rewards.fluency import FluencyConfig, build_fluency_scorer
 from rewards.mixing import FORMS, mix, penalty
 from rewards.similarity import SimilarityConfig, SimilarityScorer
 from rewards.toxicity import ToxicityConfig, build_toxicity_scorer
 
-COMPONENTS = ("toxicity", "similarity", "fluency")
+COMPONENTS = ("toxicity", "similarity", "fluency", "feedback")
 
 
 @dataclass
-class RewardConfig(ToxicityConfig, SimilarityConfig, FluencyConfig):
+class RewardConfig(ToxicityConfig, SimilarityConfig, FluencyConfig, FeedbackModelConfig):
     """The RL reward: judge settings (inherited ``toxicity_*``, ``similarity_*``, ``fluency_*``), weights,
     form and penalties. Every field is a YAML key and a CLI flag (see configs/rewards/default.yaml)."""
 
     w_toxicity: float = field(default=1.0, metadata={"help": "Weight of s_tox = 1 - toxicity (>= 0; 0 skips it)."})
     w_similarity: float = field(default=1.0, metadata={"help": "Weight of the source similarity (>= 0)."})
     w_fluency: float = field(default=1.0, metadata={"help": "Weight of the fluency score (>= 0)."})
+    w_feedback: float = field(
+        default=0.0, metadata={"help": "Weight of s_fb = P(accept | source, output) from the feedback reward model "
+                               "(feedback_model; >= 0; 0 skips it)."})
     form: Literal["weighted_sum", "product"] = field(
         default="product",
         metadata={"help": "weighted_sum: sum_k w_k s_k / sum_k w_k. product: prod_k s_k ** w_k (does not pay "
@@ -63,11 +70,17 @@ class RewardConfig(ToxicityConfig, SimilarityConfig, FluencyConfig):
         ToxicityConfig.__post_init__(self)
         SimilarityConfig.__post_init__(self)
         FluencyConfig.__post_init__(self)
-        for name in ("w_toxicity", "w_similarity", "w_fluency", "copy_penalty", "empty_penalty", "length_penalty"):
+        FeedbackModelConfig.__post_init__(self)
+        for name in ("w_toxicity", "w_similarity", "w_fluency", "w_feedback", "copy_penalty", "empty_penalty",
+                     "length_penalty"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
         if not any(self.weights().values()):
-            raise ValueError("w_toxicity, w_similarity and w_fluency are all 0; give at least one a weight > 0")
+            raise ValueError("w_toxicity, w_similarity and w_fluency are all 0 (and so is w_feedback); give at least "
+                             "one a weight > 0")
+        if self.w_feedback > 0 and not self.feedback_model:
+            raise ValueError("w_feedback > 0 needs feedback_model: the folder `detox-feedback train` writes "
+                             "(<output_dir>/feedback_reward)")
         if self.form not in FORMS:
             raise ValueError(f"form: '{self.form}' is not one of {', '.join(FORMS)}")
         if not self.max_length_ratio > 0:
@@ -75,13 +88,14 @@ class RewardConfig(ToxicityConfig, SimilarityConfig, FluencyConfig):
         check_device("reward_device", self.reward_device)
 
     def weights(self) -> dict[str, float]:
-        return {"toxicity": self.w_toxicity, "similarity": self.w_similarity, "fluency": self.w_fluency}
+        return {"toxicity": self.w_toxicity, "similarity": self.w_similarity, "fluency": self.w_fluency,
+                "feedback": self.w_feedback}
 
     def penalties(self) -> dict[str, float]:
         return {"copy": self.copy_penalty, "empty": self.empty_penalty, "length_blowup": self.length_penalty}
 
     def part(self, cls):
-        """The ``ToxicityConfig`` / ``SimilarityConfig`` / ``FluencyConfig`` view of this config."""
+        """The ``ToxicityConfig`` / ``SimilarityConfig`` / ``FluencyConfig`` / ``FeedbackModelConfig`` view."""
         return cls(**{f.name: getattr(self, f.name) for f in fields(cls)})
 
 
@@ -98,6 +112,7 @@ class RewardBreakdown:
     copy: torch.Tensor  # bool flags
     empty: torch.Tensor
     length_blowup: torch.Tensor
+    feedback: torch.Tensor | None = None  # P(accept | source, output); None unless w_feedback > 0
 
     def means(self, prefix: str = "reward/") -> dict[str, float]:
         """Batch means of every component, for a logger."""
@@ -120,6 +135,8 @@ class CompositeReward:
                                    lambda: build_toxicity_scorer(cfg.part(ToxicityConfig), self.device, vocab))
         self.similarity = self._load("similarity", lambda: SimilarityScorer(cfg.part(SimilarityConfig), self.device))
         self.fluency = self._load("fluency", lambda: build_fluency_scorer(cfg.part(FluencyConfig), self.device))
+        self.feedback = self._load("feedback",
+                                   lambda: load_feedback_scorer(cfg.part(FeedbackModelConfig), self.device))
 
     def _load(self, name: str, build):
         if name not in self.weights:
@@ -146,7 +163,8 @@ class CompositeReward:
         tox = self.toxicity(outputs) if self.toxicity is not None else None
         sim = self.similarity(sources, outputs) if self.similarity is not None else None
         flu = self.fluency(outputs) if self.fluency is not None else None
-        scores = {"toxicity": None if tox is None else 1.0 - tox, "similarity": sim, "fluency": flu}
+        fb = self.feedback(sources, outputs) if self.feedback is not None else None
+        scores = {"toxicity": None if tox is None else 1.0 - tox, "similarity": sim, "fluency": flu, "feedback": fb}
         mixed = mix(self.cfg.form, {k: v for k, v in scores.items() if v is not None}, self.weights)
         flags = {"copy": torch.tensor(copy_flags(sources, outputs), dtype=torch.bool),
                  "empty": torch.tensor(empty_flags(outputs), dtype=torch.bool),
@@ -154,4 +172,4 @@ class CompositeReward:
                                                dtype=torch.bool)}
         pen = penalty(flags, self.cfg.penalties()) if outputs else torch.zeros(0)
         return RewardBreakdown(total=mixed - pen, mixed=mixed, penalty=pen, toxicity=tox, similarity=sim,
-                               fluency=flu, **flags)
+                               fluency=flu, **flags, feedback=fb)

@@ -145,11 +145,22 @@ def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig
     return report
 
 
-def _main(args: list[str] | None) -> None:
+CONFIGS = [EvalConfig, EvalJudgesConfig, DataConfig, VocabConfig, PromptConfig, GenerationSettings]
+
+
+def parse(args: list[str] | None = None) -> tuple:
+    """The parsed configs of a ``detox-eval`` command line, in ``evaluate``'s argument order."""
+    return DetoxParser(CONFIGS, prog="detox-eval").parse(args)
+
+
+def run(args: list[str] | None = None) -> dict:
+    """``detox-eval`` as a function (used by ``detox-ablate`` and ``detox-pipeline``): returns the report dict."""
     setup_logging()
-    parser = DetoxParser([EvalConfig, EvalJudgesConfig, DataConfig, VocabConfig, PromptConfig, GenerationSettings],
-                         prog="detox-eval")
-    evaluate(*parser.parse(args))
+    return evaluate(*parse(args))
+
+
+def _main(args: list[str] | None) -> None:
+    run(args)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -40,8 +40,9 @@ SOURCES = ("paradetox", "jigsaw", "davidson", "civil")
 @dataclass(frozen=True)
 class Labelled:
     text: str
-    label: int  # 1 = toxic, 0 = neutral
+    label: int  # 1 = toxic, 0 = neutral (the feedback reward model: 1 = accepted, 0 = rejected)
     source: str
+    text_pair: str | None = None  # a second text, encoded as a pair with ``text`` (the feedback reward model)
 
 
 def _existing(path: str, field: str, what: str) -> str:

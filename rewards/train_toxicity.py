@@ -160,18 +160,36 @@ def length_batches(lengths: list[int], batch_size: int, seed: int, chunk: int = 
 # ----------------------------------------------------------------------------------- training
 
 
-def _pad(tokenizer, encoded: list[list[int]]) -> dict[str, torch.Tensor]:
-    return tokenizer.pad({"input_ids": encoded}, return_tensors="pt")
+def encode_labelled(tokenizer, items: list[Labelled], max_length: int) -> list[dict[str, list[int]]]:
+    """Token ids (and segment ids) per item: ``text`` alone, or ``(text, text_pair)`` as a pair when set."""
+    texts, pairs = [i.text for i in items], [i.text_pair for i in items]
+    if any(p is not None for p in pairs):
+        if any(p is None for p in pairs):
+            raise ValueError("either every item has a text_pair or none has")
+        enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    else:
+        enc = tokenizer(texts, truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+    return [{k: enc[k][j] for k in keys} for j in range(len(items))]
+
+
+def _pad(tokenizer, encoded: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+    return tokenizer.pad(encoded, return_tensors="pt")
 
 
 def train_classifier(model, tokenizer, train: list[Labelled], cfg: TrainToxicityConfig, seed: int):
-    """Fine-tune ``model`` in place (see the module docstring, step 3)."""
-    encoded = tokenizer([i.text for i in train], truncation=True, max_length=cfg.max_length)["input_ids"]
+    """Fine-tune ``model`` in place (see the module docstring, step 3).
+
+    ``cfg`` needs ``max_length``, ``batch_size``, ``learning_rate``, ``weight_decay``, ``warmup_ratio``,
+    ``num_train_epochs`` and ``logging_steps``; the feedback reward model (``rewards/feedback_model.py``)
+    passes its own. Items with a ``text_pair`` are encoded as text pairs.
+    """
+    encoded = encode_labelled(tokenizer, train, cfg.max_length)
     labels = torch.tensor([i.label for i in train])
     epochs_full = math.ceil(cfg.num_train_epochs)
     batches = []
     for epoch in range(epochs_full):
-        batches += length_batches([len(e) for e in encoded], cfg.batch_size, seed + epoch)
+        batches += length_batches([len(e["input_ids"]) for e in encoded], cfg.batch_size, seed + epoch)
     total = max(1, int(round(len(train) / cfg.batch_size * cfg.num_train_epochs)))
     batches = batches[:total]
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]

@@ -293,3 +293,72 @@ def check_finite(name: str, tensor: torch.Tensor, step: int) -> None:
                 f"non-finite values in {name} at step {step}: {n_nan} NaN, {n_inf} inf "
                 f"(of {t.numel()} values)"
             )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# score normalisation
+# ----------------------------------------------------------------------------------------------------------
+
+
+class RunningMoments:
+    """Running mean and standard deviation of every score seen so far (Chan et al.'s parallel update).
+
+    ``update(x)`` folds a batch in: with ``n, mu, M2`` so far and ``n_b, mu_b, M2_b`` of the batch,
+    ``delta = mu_b - mu``, ``n' = n + n_b``, ``mu' = mu + delta * n_b / n'``,
+    ``M2' = M2 + M2_b + delta^2 * n * n_b / n'``; ``std = sqrt(M2' / (n' - 1))`` (1 until n' >= 2).
+    """
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 1.0
+
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().double().flatten()
+        n_b = x.numel()
+        if n_b == 0:
+            return
+        mu_b = float(x.mean())
+        m2_b = float(((x - mu_b) ** 2).sum())
+        n = self.count + n_b
+        delta = mu_b - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta**2 * self.count * n_b / n
+        self.count = n
+
+    def state_dict(self) -> dict[str, float]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
+
+
+def penalise_truncation(scores: torch.Tensor, truncated: torch.Tensor, penalty: float) -> torch.Tensor:
+    """``s - penalty * [no EOS]``: a response cut at ``max_new_tokens`` loses ``penalty`` from its score."""
+    return scores - penalty * truncated.to(scores.dtype)
+
+
+def normalise_scores(scores: torch.Tensor, mode: str, moments: RunningMoments | None = None,
+                     clip: float | None = None, eps: float = 1e-8) -> torch.Tensor:
+    """Normalise a rollout's sequence scores.
+
+    - ``none``: unchanged;
+    - ``whiten``: ``(s - mean(s)) / (std(s) + eps)`` over this rollout (unbiased std; unchanged if one score);
+    - ``running``: fold ``s`` into ``moments`` first, then ``(s - mu) / (sigma + eps)`` with the running values.
+
+    Then, if ``clip`` is set, ``clamp(s, -clip, clip)``.
+    """
+    if mode == "whiten" and scores.numel() > 1:
+        scores = (scores - scores.mean()) / (scores.std() + eps)
+    elif mode == "running":
+        if moments is None:
+            raise ValueError("normalise_scores: mode 'running' needs a RunningMoments")
+        moments.update(scores)
+        scores = (scores - moments.mean) / (moments.std + eps)
+    elif mode not in ("none", "whiten"):
+        raise ValueError(f"unknown reward_norm {mode!r}; expected none, whiten or running")
+    if clip is not None:
+        scores = scores.clamp(-clip, clip)
+    return scores

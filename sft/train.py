@@ -30,6 +30,7 @@ from detoxrl.generate import GenerationSettings
 from detoxrl.log import setup_logging
 from detoxrl.models.config import DetoxModelConfig
 from detoxrl.models.loading import load_model
+from detoxrl.resume import resolve_resume
 from detoxrl.prompts import PromptConfig, PromptFormatter
 from detoxrl.vocab import VocabConfig, load_lexicon, toxic_token_ids
 from sft.config import DetoxSFTConfig
@@ -45,24 +46,6 @@ def parse(args=None):
     return DetoxParser(CONFIGS, prog="sft/train.py").parse(args)
 
 
-def resolve_resume(args: DetoxSFTConfig) -> str | None:
-    """``resume_from_checkpoint``: a checkpoint folder, or ``true``/``latest`` for the newest in output_dir."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    value = args.resume_from_checkpoint
-    if value in (None, "", "false", "False"):
-        return None
-    if value in ("true", "True", "latest"):
-        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
-        if last is None:
-            raise UserError(f"resume_from_checkpoint: no checkpoint-* folder in output_dir '{args.output_dir}'")
-        return last
-    if not os.path.isfile(os.path.join(value, "trainer_state.json")):
-        raise UserError(f"resume_from_checkpoint: '{value}' is not a checkpoint (no trainer_state.json); "
-                        f"pass a checkpoint-* folder or 'latest'")
-    return value
-
-
 def check_quantization(model_cfg: DetoxModelConfig) -> None:
     """QLoRA / 8-bit need bitsandbytes: say so in one line before any model is loaded."""
     if not model_cfg.quantized:
@@ -76,7 +59,7 @@ def check_quantization(model_cfg: DetoxModelConfig) -> None:
 def run(args=None) -> dict:
     setup_logging()
     data_cfg, vocab_cfg, model_cfg, prompt_cfg, train_args = parse(args)
-    resume = resolve_resume(train_args)
+    resume = resolve_resume(train_args.resume_from_checkpoint, train_args.output_dir)
     check_quantization(model_cfg)
     train_args.label_names = ["labels"]
     train_args.prediction_loss_only = True

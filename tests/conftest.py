@@ -35,3 +35,23 @@ def shared_data():
     if not os.path.isdir(path):
         pytest.skip(f"shared data folder not found at {path} (set DETOXRL_DATA_DIR)")
     return path
+
+
+TOY_PAIRS = [
+    ("you are a stupid idiot", "you are not kind"),
+    ("this is some bullshit , shut the fuck up", "this is not true , please stop talking"),
+    ("what a stupid day", "what a day"),
+    ("nobody likes you , idiot", "people may not like you"),
+] * 6
+
+
+@pytest.fixture()
+def toy_data(tmp_path):
+    """A 24-pair ParaDetox-style TSV and a 4-word lexicon folder: ``(tsv_path, lexicon_dir)``."""
+    tsv = tmp_path / "pairs.tsv"
+    rows = ["toxic\tneutral1\tneutral2\tneutral3"] + [f"{s} {i}\t{t} {i}\t\t" for i, (s, t) in enumerate(TOY_PAIRS)]
+    tsv.write_text("\n".join(rows) + "\n")
+    lex = tmp_path / "lexicons" / "ldnoobw"
+    lex.mkdir(parents=True)
+    (lex / "en.txt").write_text("idiot\nstupid\nfuck\nbullshit\n")
+    return tsv, tmp_path / "lexicons"

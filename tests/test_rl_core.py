@@ -294,3 +294,42 @@ def test_check_finite_passes_and_raises_with_name_and_step():
         check_finite("rewards", T([1.0, float("nan")]), step=17)
     with pytest.raises(FloatingPointError, match=r"loss.*step 42.*0 NaN, 1 inf"):
         check_finite("loss", T(float("-inf")), step=42)
+
+
+# ---- score normalisation --------------------------------------------------------------------------------------
+
+def test_running_moments_match_the_pooled_statistics():
+    from rl.core import RunningMoments
+
+    m = RunningMoments()
+    assert m.std == 1.0  # nothing seen yet
+    m.update(T([1.0, 2.0, 3.0]))
+    m.update(T([4.0, 5.0]))
+    # 1..5: mean 3, squared deviations 4+1+0+1+4 = 10, unbiased variance 10/4 = 2.5
+    assert m.count == 5
+    close(m.mean, 3.0)
+    close(m.std, math.sqrt(2.5))
+    restored = RunningMoments()
+    restored.load_state_dict(m.state_dict())
+    assert restored.state_dict() == m.state_dict()
+
+
+def test_truncated_responses_lose_the_penalty():
+    from rl.core import penalise_truncation
+
+    close(penalise_truncation(T([0.8, 0.5, -0.2]), torch.tensor([False, True, True]), 0.5), [0.8, 0.0, -0.7])
+
+
+def test_normalise_scores_modes():
+    from rl.core import RunningMoments, normalise_scores
+
+    s = T([1.0, 2.0, 3.0])
+    close(normalise_scores(s, "none"), s)
+    close(normalise_scores(s, "whiten"), [-1.0, 0.0, 1.0], tol=1e-6)  # mean 2, unbiased std 1
+    close(normalise_scores(s, "whiten", clip=0.5), [-0.5, 0.0, 0.5], tol=1e-6)
+    m = RunningMoments()
+    close(normalise_scores(T([1.0, 3.0]), "running", m), [-1 / math.sqrt(2), 1 / math.sqrt(2)], tol=1e-6)
+    # a later batch is scaled by everything seen so far: 1, 3, 5 -> mean 3, std 2
+    close(normalise_scores(T([5.0]), "running", m), [1.0], tol=1e-6)
+    with pytest.raises(ValueError, match="reward_norm"):
+        normalise_scores(s, "bogus")

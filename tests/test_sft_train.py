@@ -20,25 +20,6 @@ from sft.losses import IGNORE
 from sft.train import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAIRS = [
-    ("you are a stupid idiot", "you are not kind"),
-    ("this is some bullshit , shut the fuck up", "this is not true , please stop talking"),
-    ("what a stupid day", "what a day"),
-    ("nobody likes you , idiot", "people may not like you"),
-] * 6
-
-
-@pytest.fixture()
-def toy_data(tmp_path):
-    tsv = tmp_path / "pairs.tsv"
-    rows = ["toxic\tneutral1\tneutral2\tneutral3"] + [f"{s} {i}\t{t} {i}\t\t" for i, (s, t) in enumerate(PAIRS)]
-    tsv.write_text("\n".join(rows) + "\n")
-    lex = tmp_path / "lexicons" / "ldnoobw"
-    lex.mkdir(parents=True)
-    (lex / "en.txt").write_text("idiot\nstupid\nfuck\nbullshit\n")
-    return tsv, tmp_path / "lexicons"
-
-
 def _args(model_dir, data, out, *extra):
     tsv, lex = data
     return ["--model_name_or_path", model_dir, "--dataset", str(tsv), "--lexicon_dir", str(lex),

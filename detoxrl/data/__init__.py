@@ -54,7 +54,8 @@ def load_detox_data(cfg: DataConfig) -> DetoxData:
     )
     log.info("%s (%s): %s", source, fmt, report.format())
     train, dev = split_pairs(pairs, cfg.dev_size, cfg.split_seed)
-    sampled = subsample(train, cfg.max_train_pairs, cfg.split_seed)
+    kept = {id(p) for p in subsample([p for p in train if not p.split], cfg.max_train_pairs, cfg.split_seed)}
+    sampled = [p for p in train if p.split or id(p) in kept]  # pinned train pairs are never subsampled away
     if len(sampled) < len(train):
         log.info("train subsampled from %d to %d pairs (max_train_pairs)", len(train), len(sampled))
     return DetoxData(sampled, dev, report, source, fmt, len({p.group for p in raw}), len(train))

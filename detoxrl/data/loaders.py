@@ -29,6 +29,7 @@ MAX_ROW_WARNINGS = 10
 LOCAL_EXAMPLE = "../shared/data/paradetox/paradetox.tsv"
 
 Row = tuple[str, dict]  # (origin "file:line", {column: value})
+PIN_SPLITS = ("", "train", "dev")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class Pair:
     """One (toxic source, neutral target) example.
 
     ``group`` keeps paraphrases of one source together in the dev split (default: ``norm_key(source)``);
-    ``origin`` is where the pair came from (``file:line``), for messages.
+    ``origin`` is where the pair came from (``file:line``), for messages. ``split`` pins the pair to
+    ``train`` or ``dev`` (instruction JSON's optional ``split`` field); empty: the grouped split decides.
     """
 
     source: str
@@ -44,10 +46,13 @@ class Pair:
     lang: str = "en"
     group: str = ""
     origin: str = ""
+    split: str = ""
 
     def __post_init__(self) -> None:
         if not self.group:
             object.__setattr__(self, "group", norm_key(self.source))
+        if self.split not in PIN_SPLITS:
+            raise ValueError(f"Pair.split must be one of {PIN_SPLITS} (got {self.split!r})")
 
 
 class _Skips:
@@ -286,10 +291,11 @@ def _json_records(path: str) -> Iterator[Row]:
 
 
 def read_instruction_json(path: str, lang: str | None = None) -> list[Pair]:
-    """Records with ``inputs`` (toxic) and ``outputs`` (neutral); ``instructions`` and ``lang`` are optional.
+    """Records with ``inputs`` (toxic) and ``outputs`` (neutral); ``instructions``, ``lang`` and ``split`` are optional.
 
     ``.jsonl``: one record per line. ``.json``: a list of records, or ``{"instructions": [...],
-    "inputs": [...], "outputs": [...]}``.
+    "inputs": [...], "outputs": [...]}``. ``split`` (``train`` or ``dev``) pins a record to that split
+    instead of letting the grouped split choose (see ``detoxrl/data/split.py``).
     """
     skips, pairs, n = _Skips(path), [], 0
     for origin, record in _json_records(path):
@@ -301,13 +307,20 @@ def read_instruction_json(path: str, lang: str | None = None) -> list[Pair]:
         if not source or not target:
             skips.skip(origin, f"empty or non-text '{'inputs' if not source else 'outputs'}'")
             continue
-        pairs.append(Pair(source, target, _text(record.get("lang")) or lang or "en", origin=origin))
+        split = _text(record.get("split"))
+        if split not in PIN_SPLITS:
+            raise UserError(f"{origin}: 'split' is '{split}'; use train or dev (or leave it out)")
+        pairs.append(Pair(source, target, _text(record.get("lang")) or lang or "en", origin=origin, split=split))
     return skips.finish(pairs, n)
 
 
 def write_instruction_json(pairs: Iterable[Pair], path: str, instruction: str = DEFAULT_INSTRUCTION) -> str:
-    """Write ``{"instructions", "inputs", "outputs"}`` records atomically: ``.jsonl`` one per line, ``.json`` a list."""
-    records = [{"instructions": instruction, "inputs": p.source, "outputs": p.target} for p in pairs]
+    """Write ``{"instructions", "inputs", "outputs"}`` records atomically: ``.jsonl`` one per line, ``.json`` a list.
+
+    A pair pinned to a split (``Pair.split``) also gets a ``split`` field, which the reader honours.
+    """
+    records = [{"instructions": instruction, "inputs": p.source, "outputs": p.target,
+                **({"split": p.split} if p.split else {})} for p in pairs]
     lower = path.lower()
     if lower.endswith(".jsonl"):
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

@@ -4,6 +4,11 @@ A pair's group is its normalised source (``Pair.group``), so every paraphrase of
 in dev and none is in train. Groups are ranked by ``sha256(f"{seed}:{group}")`` and the first ones
 form the dev split: the split depends only on the seed and the set of groups, not on file order,
 and adding pairs to a dataset leaves earlier dev groups in dev.
+
+Pinned pairs (``Pair.split`` set, from instruction JSON's ``split`` field) skip the ranking and go
+to their split; so that dev never holds a trained source, a dev pair (pinned or not) whose group
+also has a train pair is dropped from dev. ``subsample`` in ``load_detox_data`` never drops a
+pinned train pair.
 """
 
 from __future__ import annotations
@@ -25,17 +30,25 @@ def dev_group_count(n_groups: int, dev_size: float) -> int:
 
 
 def split_pairs(pairs: list[Pair], dev_size: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """(train, dev), grouped by ``Pair.group``; each keeps the input order."""
-    groups = {p.group for p in pairs}
-    n_dev = dev_group_count(len(groups), dev_size)
-    if n_dev >= len(groups):
-        raise UserError(
-            f"dev_size {dev_size} asks for {n_dev} dev groups but the data has only {len(groups)} source "
-            "sentences, leaving no training data; lower dev_size"
-        )
-    dev_groups = set(sorted(groups, key=lambda g: _rank(g, seed))[:n_dev])
-    train = [p for p in pairs if p.group not in dev_groups]
-    dev = [p for p in pairs if p.group in dev_groups]
+    """(train, dev), grouped by ``Pair.group``; each keeps the input order. Pinned pairs go to their split."""
+    free = [p for p in pairs if not p.split]
+    dev_groups: set[str] = set()
+    if free:
+        groups = {p.group for p in free}
+        n_dev = dev_group_count(len(groups), dev_size)
+        if n_dev >= len(groups) and not any(p.split == "train" for p in pairs):
+            raise UserError(
+                f"dev_size {dev_size} asks for {n_dev} dev groups but the data has only {len(groups)} source "
+                "sentences, leaving no training data; lower dev_size"
+            )
+        dev_groups = set(sorted(groups, key=lambda g: _rank(g, seed))[:n_dev])
+
+    def in_dev(p: Pair) -> bool:
+        return p.split == "dev" if p.split else p.group in dev_groups
+
+    train = [p for p in pairs if not in_dev(p)]
+    train_groups = {p.group for p in train}
+    dev = [p for p in pairs if in_dev(p) and p.group not in train_groups]
     return train, dev
 
 

@@ -18,9 +18,9 @@ from rewards.toxicity.config import DEFAULT_TOXICITY_MODEL
 TRAIN_COMMAND = "detox-train-toxicity"
 
 
-def default_classifier_dir() -> str:
-    """``<detoxrl cache>/models/detoxrl-toxicity-minilm``."""
-    return os.path.join(cache_dir(), "models", DEFAULT_TOXICITY_MODEL)
+def default_classifier_dir(name: str = DEFAULT_TOXICITY_MODEL) -> str:
+    """``<detoxrl cache>/models/<name>`` (default name: ``detoxrl-toxicity-minilm``)."""
+    return os.path.join(cache_dir(), "models", name)
 
 
 def is_trained(folder: str) -> bool:
@@ -28,13 +28,23 @@ def is_trained(folder: str) -> bool:
         os.path.join(folder, "model.safetensors"))
 
 
+def is_cache_name(ref: str) -> bool:
+    """``detoxrl-toxicity-minilm`` or another ``detoxrl-toxicity-*`` name: a classifier in the detoxrl cache
+    (``detox-train-toxicity --output_dir <cache>/models/<name>``), unless a local path of that name exists."""
+    from detoxrl.paths import resolve_path
+
+    return ref.startswith(DEFAULT_TOXICITY_MODEL) and "/" not in ref and "\\" not in ref and resolve_path(ref) is None
+
+
 def resolve_classifier_ref(ref: str, field: str = "toxicity_model") -> str:
-    """``ref`` unchanged, or the embedded classifier's folder for ``detoxrl-toxicity-minilm`` (must be trained)."""
-    if ref != DEFAULT_TOXICITY_MODEL:
+    """``ref`` unchanged, or the cache folder for ``detoxrl-toxicity-minilm`` (and other ``detoxrl-toxicity-*``
+    names); such a folder must be trained."""
+    if ref != DEFAULT_TOXICITY_MODEL and not is_cache_name(ref):
         return ref
-    folder = default_classifier_dir()
+    folder = default_classifier_dir(ref)
     if not is_trained(folder):
-        raise UserError(f"{field}: the embedded toxicity classifier is not trained yet (no model at {folder}). "
-                        f"Run `{TRAIN_COMMAND}` once (about 10 minutes on a 2-core CPU, offline), or set {field} "
+        command = TRAIN_COMMAND if ref == DEFAULT_TOXICITY_MODEL else f"{TRAIN_COMMAND} --output_dir {folder}"
+        raise UserError(f"{field}: the toxicity classifier '{ref}' is not trained yet (no model at {folder}). "
+                        f"Run `{command}` once (about 10 minutes on a 2-core CPU, offline), or set {field} "
                         "to a classifier folder or hub id, or use toxicity_backend: lexicon")
     return folder

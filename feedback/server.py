@@ -1,0 +1,486 @@
+"""The review page: ``detox-feedback serve``. A reviewer types or pastes text, sees the model's rewrite,
+and clicks accept or reject, or edits the rewrite and saves a correction. Every click is one record
+in the feedback store.
+
+One page, HTML/CSS/JS inline in this module (no build step), served by the standard library's
+``ThreadingHTTPServer``. The model is any ``rewrite(texts: list[str]) -> list[str]`` plus the version
+string the store records with each verdict; ``detox-feedback serve`` builds it from
+``detoxrl.infer.Detoxifier`` and tests inject a fake.
+
+JSON API (what the page calls):
+
+=====================  =========================================================================
+``GET /api/info``      ``{model_version, max_chars, counts}``
+``POST /api/rewrite``  ``{text}`` -> ``{rewrite_id, input, output, model_version}``
+``POST /api/feedback`` ``{rewrite_id, verdict: accept|reject, correction?}`` -> the stored record
+``GET /api/records``   the newest records (``?limit=N``, at most 100)
+=====================  =========================================================================
+
+The feedback call names a rewrite the server produced (kept in memory, the newest
+``max_pending`` of them), so the stored input, output and model version are the server's own,
+never the browser's. A saved correction is a ``reject`` of the output with the corrected text.
+
+Safety:
+
+* binds ``127.0.0.1`` by default; any other address requires a token (``--token``, or the
+  ``DETOX_FEEDBACK_TOKEN`` environment variable). With a token, every API call must carry it
+  (``Authorization: Bearer <token>``); the page reads it from the URL fragment (``/#token=...``),
+  which browsers never send to the server or put in logs;
+* without a token (loopback only) the ``Host`` header must name the loopback address, which
+  stops DNS-rebinding pages from reaching the API; a cross-origin ``Origin`` is refused;
+* request bodies are bounded (``max_body_bytes``, checked from ``Content-Length`` before reading)
+  and texts are bounded (``max_chars``); POSTs must be ``application/json``;
+* the page inserts every user or model text with ``textContent``, never as HTML, and a strict
+  Content-Security-Policy (per-response nonce, no inline handlers, no other origins) backs that up.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from detoxrl.errors import UserError
+from feedback.store import VERDICTS, FeedbackStore
+
+log = logging.getLogger("detoxrl.feedback")
+
+Rewriter = Callable[[list[str]], list[str]]
+TOKEN_ENV = "DETOX_FEEDBACK_TOKEN"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ApiError(Exception):
+    def __init__(self, status: HTTPStatus, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass
+class ReviewApp:
+    """What the review page serves: the store, the model (as a rewrite function) and the limits."""
+
+    store: FeedbackStore
+    rewrite: Rewriter
+    model_version: str
+    token: str | None = None
+    max_chars: int = 2000
+    max_body_bytes: int = 16 * 1024
+    max_pending: int = 1000
+    _pending: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _pending_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self):
+        if not self.model_version or not self.model_version.strip():
+            raise UserError("the review page needs a model version string (what the store records per verdict)")
+        if self.max_chars < 1 or self.max_body_bytes < 64:
+            raise UserError("max_chars must be >= 1 and max_body_bytes >= 64")
+        if self.token is not None and len(self.token) < 16:
+            raise UserError("the token is too short: use at least 16 characters (e.g. --token auto for a random one)")
+
+    # ---------------------------------------------------------------- the API, as plain functions
+
+    def info(self) -> dict:
+        return {"model_version": self.model_version, "max_chars": self.max_chars, "counts": self.store.count()}
+
+    def _text(self, payload: dict, key: str, required: bool = True) -> str | None:
+        value = payload.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or (required and not value.strip()):
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"'{key}' must be a non-empty string")
+        if len(value) > self.max_chars:
+            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                           f"'{key}' is {len(value)} characters; the limit is {self.max_chars}")
+        return value.strip() or None
+
+    def do_rewrite(self, payload: dict) -> dict:
+        text = self._text(payload, "text")
+        with self._model_lock:  # one generation at a time: models are not thread-safe
+            outputs = self.rewrite([text])
+        if not isinstance(outputs, list) or len(outputs) != 1 or not isinstance(outputs[0], str):
+            raise ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "the model returned no rewrite")
+        output = outputs[0].strip()
+        rewrite_id = secrets.token_urlsafe(12)
+        with self._pending_lock:
+            self._pending[rewrite_id] = (text, output, self.model_version)
+            while len(self._pending) > self.max_pending:
+                self._pending.popitem(last=False)
+        return {"rewrite_id": rewrite_id, "input": text, "output": output, "model_version": self.model_version}
+
+    def do_feedback(self, payload: dict) -> dict:
+        rewrite_id = payload.get("rewrite_id")
+        verdict = payload.get("verdict")
+        if verdict not in VERDICTS:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"'verdict' must be one of {', '.join(VERDICTS)}")
+        correction = self._text(payload, "correction", required=False)
+        with self._pending_lock:
+            found = self._pending.get(rewrite_id) if isinstance(rewrite_id, str) else None
+        if found is None:
+            raise ApiError(HTTPStatus.GONE, "unknown or expired rewrite; rewrite the text again")
+        text, output, version = found
+        if correction is not None:
+            if verdict != "reject":
+                raise ApiError(HTTPStatus.BAD_REQUEST, "a correction is saved with verdict 'reject' (the rewrite "
+                                                       "needed changing)")
+            if correction == output:
+                raise ApiError(HTTPStatus.BAD_REQUEST, "the correction is the same as the rewrite; accept it instead")
+        record = self.store.add(text, output, verdict, version, correction=correction)
+        return record.as_dict()
+
+    def recent(self, query: dict) -> dict:
+        try:
+            limit = max(1, min(100, int(query.get("limit", ["20"])[0])))
+        except ValueError:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "'limit' must be a number") from None
+        return {"records": [r.as_dict() for r in self.store.records(newest_first=True, limit=limit)]}
+
+
+class ReviewHandler(BaseHTTPRequestHandler):
+    server_version = "detox-feedback"
+    sys_version = ""
+    timeout = 60  # seconds a client may take to send its request (no thread is held forever)
+    # HTTP/1.0 (the default): one request per connection, so an unread body never spills into the next
+
+    @property
+    def app(self) -> ReviewApp:
+        return self.server.app  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------------- plumbing
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - BaseHTTPRequestHandler API
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _send(self, status: HTTPStatus, body: bytes, content_type: str, extra: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("X-Frame-Options", "DENY")
+        self.send_header("Referrer-Policy", "no-referrer")
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: HTTPStatus, payload: dict) -> None:
+        self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
+
+    def _error(self, status: HTTPStatus, message: str) -> None:
+        if self.path.startswith("/api/"):
+            self._json(status, {"error": message})
+        else:  # a plain page; the message is escaped (it may quote the request)
+            page = f"<!doctype html><title>{status.value}</title><p>{html.escape(message)}</p>"
+            self._send(status, page.encode("utf-8"), "text/html; charset=utf-8")
+
+    def _check_host(self) -> None:
+        """Without a token: the Host header must be the loopback address we serve (DNS rebinding guard)."""
+        if self.app.token is not None:
+            return
+        host = (self.headers.get("Host") or "").strip()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if not is_loopback(name.strip("[]")):
+            raise ApiError(HTTPStatus.FORBIDDEN, "this review page only answers requests for localhost")
+        origin = self.headers.get("Origin")
+        if origin and origin != "null" and urlsplit(origin).netloc != host:
+            raise ApiError(HTTPStatus.FORBIDDEN, "cross-origin requests are refused")
+
+    def _check_token(self) -> None:
+        token = self.app.token
+        if token is None:
+            return
+        given = self.headers.get("Authorization", "")
+        given = given[7:] if given.startswith("Bearer ") else ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise ApiError(HTTPStatus.UNAUTHORIZED, "missing or wrong token: open the page with the URL that "
+                                                    "detox-feedback serve printed (it ends in #token=...)")
+
+    def _read_json(self) -> dict:
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the request body as application/json")
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise ApiError(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
+        if int(length) > self.app.max_body_bytes:
+            self.close_connection = True  # the body is never read
+            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                           f"request body is {length} bytes; the limit is {self.app.max_body_bytes}")
+        raw = self.rfile.read(int(length))
+        try:
+            payload = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "the request body is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "the request body must be a JSON object")
+        return payload
+
+    def _handle(self, method: str) -> None:
+        url = urlsplit(self.path)
+        try:
+            self._check_host()
+            if method == "GET" and url.path in ("/", "/index.html"):
+                nonce = secrets.token_urlsafe(16)
+                csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+                       "connect-src 'self'; img-src 'self'; form-action 'none'; frame-ancestors 'none'; "
+                       "base-uri 'none'")
+                self._send(HTTPStatus.OK, PAGE.replace("{{nonce}}", nonce).encode("utf-8"), "text/html; charset=utf-8",
+                           {"Content-Security-Policy": csp})
+                return
+            if not url.path.startswith("/api/"):
+                raise ApiError(HTTPStatus.NOT_FOUND, f"no page at {url.path}")
+            routes = {("GET", "/api/info"): lambda: self.app.info(),
+                      ("GET", "/api/records"): lambda: self.app.recent(parse_qs(url.query)),
+                      ("POST", "/api/rewrite"): lambda: self.app.do_rewrite(self._read_json()),
+                      ("POST", "/api/feedback"): lambda: self.app.do_feedback(self._read_json())}
+            route = routes.get((method, url.path))
+            if route is None:
+                known = any(path == url.path for _, path in routes)
+                raise ApiError(HTTPStatus.METHOD_NOT_ALLOWED if known else HTTPStatus.NOT_FOUND,
+                               f"{method} {url.path} is not part of the API")
+            self._check_token()
+            self._json(HTTPStatus.OK, route())
+        except ApiError as exc:
+            self._error(exc.status, exc.message)
+        except UserError as exc:
+            self._error(HTTPStatus.BAD_REQUEST, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad request must not stop the server
+            log.exception("review page: %s %s failed", method, url.path)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(exc).__name__}); see the server log")
+
+    def do_GET(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler API
+        self._handle("GET")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+
+class ReviewServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], app: ReviewApp):
+        self.app = app
+        super().__init__(address, ReviewHandler)
+
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}/" + (f"#token={self.app.token}" if self.app.token else "")
+
+
+def resolve_token(token: str | None) -> str | None:
+    """``auto`` -> a new random token; unset -> ``$DETOX_FEEDBACK_TOKEN`` (or None)."""
+    if token == "auto":
+        return secrets.token_urlsafe(24)
+    return token or os.environ.get(TOKEN_ENV) or None
+
+
+def make_server(app: ReviewApp, host: str = "127.0.0.1", port: int = 8765) -> ReviewServer:
+    """Bind the review page (``port=0`` picks a free port). A non-loopback ``host`` needs ``app.token``."""
+    if not is_loopback(host) and app.token is None:
+        raise UserError(f"binding {host} exposes the review page to the network; set a token (--token auto, "
+                        f"--token VALUE or ${TOKEN_ENV}), or bind 127.0.0.1")
+    try:
+        return ReviewServer((host, port), app)
+    except OSError as exc:
+        raise UserError(f"cannot bind {host}:{port} ({exc.strerror or exc}); pick another --port") from None
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>detoxrl: review rewrites</title>
+<style nonce="{{nonce}}">
+  body { font: 16px/1.45 system-ui, sans-serif; margin: 0; background: #f6f7f9; color: #1d2330; }
+  main { max-width: 52rem; margin: 0 auto; padding: 1.5rem; }
+  h1 { font-size: 1.4rem; margin: 0 0 .25rem; }
+  h2 { font-size: 1.05rem; margin: 1.5rem 0 .5rem; }
+  .meta { color: #5b6475; font-size: .9rem; margin: 0 0 1rem; }
+  label { display: block; font-weight: 600; margin: .75rem 0 .25rem; }
+  textarea { width: 100%; box-sizing: border-box; min-height: 5rem; font: inherit; padding: .5rem;
+             border: 1px solid #c5cad3; border-radius: 6px; background: #fff; }
+  .output { white-space: pre-wrap; background: #fff; border: 1px solid #c5cad3; border-radius: 6px;
+            padding: .6rem .75rem; margin: 0; min-height: 1.5rem; }
+  .row { display: flex; gap: .5rem; align-items: center; margin-top: .5rem; flex-wrap: wrap; }
+  button { font: inherit; padding: .4rem .9rem; border-radius: 6px; border: 1px solid #8a93a3;
+           background: #fff; cursor: pointer; }
+  button:disabled { opacity: .5; cursor: default; }
+  button.primary { background: #2957d8; border-color: #2957d8; color: #fff; }
+  button.ok { border-color: #1f7a3f; color: #1f7a3f; }
+  button.bad { border-color: #b3261e; color: #b3261e; }
+  #status { min-height: 1.4rem; margin-top: .75rem; }
+  #status[data-state="error"] { color: #b3261e; }
+  .hint { color: #5b6475; font-size: .85rem; }
+  table { width: 100%; border-collapse: collapse; font-size: .9rem; background: #fff; }
+  th, td { text-align: left; border-bottom: 1px solid #e1e4ea; padding: .35rem .5rem; vertical-align: top; }
+  td { white-space: pre-wrap; word-break: break-word; }
+</style>
+</head>
+<body>
+<main>
+  <h1>Review rewrites</h1>
+  <p class="meta">Model <code id="version">…</code> · <span id="counts"></span></p>
+
+  <label for="input">Text to rewrite</label>
+  <textarea id="input" placeholder="Type or paste a text"></textarea>
+  <div class="row">
+    <button id="rewrite" class="primary" type="button">Rewrite</button>
+    <span class="hint"><span id="chars">0</span> / <span id="max-chars">…</span> characters
+      · Ctrl+Enter rewrites</span>
+  </div>
+
+  <section id="result" hidden>
+    <h2>Rewrite</h2>
+    <p id="output" class="output"></p>
+    <div class="row">
+      <button id="accept" class="ok" type="button">Accept</button>
+      <button id="reject" class="bad" type="button">Reject</button>
+    </div>
+    <label for="correction">Or edit the rewrite and save a correction</label>
+    <textarea id="correction"></textarea>
+    <div class="row">
+      <button id="save-correction" type="button" disabled>Save correction</button>
+    </div>
+  </section>
+
+  <p id="status" role="status" aria-live="polite" data-state="idle"></p>
+
+  <h2>Recent feedback</h2>
+  <table>
+    <thead><tr><th>#</th><th>input</th><th>rewrite</th><th>verdict</th><th>correction</th></tr></thead>
+    <tbody id="recent"></tbody>
+  </table>
+</main>
+<script nonce="{{nonce}}">
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  let current = null;   // {rewrite_id, input, output}
+  let maxChars = 2000;
+
+  function setStatus(text, state) {
+    const el = $("status");
+    el.textContent = text;           // texts are user input: set as text, never parsed as HTML
+    el.dataset.state = state;
+  }
+
+  async function api(method, path, body) {
+    const headers = {};
+    if (token) headers["Authorization"] = "Bearer " + token;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const res = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+                                   credentials: "same-origin", cache: "no-store"});
+    let data = {};
+    try { data = await res.json(); } catch (e) { data = {error: "HTTP " + res.status}; }
+    if (!res.ok) throw new Error(data.error || ("HTTP " + res.status));
+    return data;
+  }
+
+  function cell(row, text) {
+    const td = document.createElement("td");
+    td.textContent = text == null ? "" : String(text);
+    row.appendChild(td);
+  }
+
+  async function refresh() {
+    const info = await api("GET", "/api/info");
+    $("version").textContent = info.model_version;
+    maxChars = info.max_chars;
+    $("max-chars").textContent = String(maxChars);
+    $("input").maxLength = maxChars;
+    $("correction").maxLength = maxChars;
+    const c = info.counts;
+    $("counts").textContent = c.records + " records: " + c.accept + " accepted, " + c.reject + " rejected (" +
+                              c.corrections + " with a correction)";
+    const data = await api("GET", "/api/records?limit=20");
+    const body = $("recent");
+    body.replaceChildren();
+    for (const r of data.records) {
+      const row = document.createElement("tr");
+      row.dataset.id = String(r.id);
+      cell(row, r.id); cell(row, r.input); cell(row, r.output); cell(row, r.verdict); cell(row, r.correction);
+      body.appendChild(row);
+    }
+  }
+
+  function setBusy(busy) {
+    for (const id of ["rewrite", "accept", "reject"]) $(id).disabled = busy;
+    $("save-correction").disabled = busy || !current || !$("correction").value.trim() ||
+                                    $("correction").value.trim() === current.output;
+  }
+
+  async function rewrite() {
+    const text = $("input").value;
+    if (!text.trim()) { setStatus("Type a text first.", "error"); return; }
+    setBusy(true);
+    setStatus("Rewriting…", "busy");
+    try {
+      current = await api("POST", "/api/rewrite", {text});
+      $("output").textContent = current.output;
+      $("correction").value = current.output;
+      $("result").hidden = false;
+      setStatus("Rewritten. Accept, reject, or edit and save a correction.", "rewritten");
+    } catch (e) {
+      setStatus("Rewrite failed: " + e.message, "error");
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  async function send(verdict, correction) {
+    if (!current) return;
+    setBusy(true);
+    try {
+      const rec = await api("POST", "/api/feedback", {rewrite_id: current.rewrite_id, verdict, correction});
+      const what = rec.correction ? "correction" : rec.verdict;
+      try { await refresh(); } catch (e) { /* saved; only the list is stale */ }
+      setStatus("Saved #" + rec.id + " (" + what + ").", "saved-" + what);  // after the list shows it
+    } catch (e) {
+      setStatus("Not saved: " + e.message, "error");
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  $("rewrite").addEventListener("click", rewrite);
+  $("input").addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) rewrite(); });
+  $("input").addEventListener("input", () => { $("chars").textContent = String($("input").value.length); });
+  $("accept").addEventListener("click", () => send("accept"));
+  $("reject").addEventListener("click", () => send("reject"));
+  $("correction").addEventListener("input", () => setBusy(false));
+  $("save-correction").addEventListener("click", () => send("reject", $("correction").value));
+  refresh().then(() => setStatus("Ready.", "ready"),
+                 (e) => setStatus("Cannot reach the server: " + e.message, "error"));
+})();
+</script>
+</body>
+</html>
+"""

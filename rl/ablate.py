@@ -1,0 +1,611 @@
+"""``detox-ablate``: a grid of short PPO runs over reward variants, each scored by ``detox-eval``.
+
+    detox-ablate --config configs/ablation/reward.yaml
+    detox-ablate --config configs/ablation/smoke.yaml --only product weighted_sum --rerun weighted_sum
+
+The grid config (YAML)::
+
+    base_config: configs/rl/default.yaml   # the rl/ppo.py config every variant starts from
+    output_dir: outputs/ablation/reward
+    overrides: {max_steps: 40, ...}        # rl/ppo.py fields shared by every variant (budget, seed, ...)
+    final_window: 5                        # training steps averaged for the train_* columns
+    eval:
+      config: configs/eval/independent.yaml
+      max_eval_sentences: 200              # null: the eval config's own value
+      overrides: {}                        # any detox-eval field
+      references: [start, duplicate]       # scored once beside the variants; start = the SFT model
+    variants:
+      - name: no_fluency
+        overrides: {w_fluency: 0}          # rl/ppo.py fields; nested reward: {weights: ...} works too
+
+Each variant is ``rl/ppo.py run()`` with ``--config <base_config> <overrides> <variant overrides>
+--output_dir <output_dir>/runs/<name>``: same SFT start, seed, budget and prompts unless a variant
+overrides them. Then one ``detox-eval`` call per variant scores ``runs/<name>`` on the dev split into
+``runs/<name>/eval/``, so each result is cached with its run.
+
+Re-running the same command resumes the grid (``rl/stage.py``): a variant whose final files, resolved
+config and evaluation match is reused; an unfinished one resumes from its latest checkpoint; one whose
+config (or start model) changed is moved to ``runs/<name>.previous`` and trained again. A variant that
+fails (bad override, a judge that cannot load, a crash) is recorded with its error and the grid goes on.
+
+Output in ``output_dir``: ``results.csv`` and ``results.md`` (one row per variant and reference:
+status, the detox-eval metrics, the dev metrics after training, the training reward components
+averaged over the last ``final_window`` steps), ``pareto.png`` (STA against SIM, point size FL,
+labelled with J), ``runs/<name>/{train.log,eval.log,status.json}`` and ``references/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+from detoxrl.config import resolved_config_dict, run_cli
+from detoxrl.errors import ConfigError, UserError
+from detoxrl.io import atomic_write_text
+from detoxrl.log import setup_logging
+from detoxrl.paths import resolve_path
+from rl.stage import mapping, RESOLVED, Stage, capture, comparable, fingerprint, one_line, read_yaml, to_argv, write_json
+
+log = logging.getLogger("detoxrl")
+
+TOP_KEYS = {"description", "base_config", "output_dir", "overrides", "final_window", "eval", "variants"}
+EVAL_KEYS = {"config", "max_eval_sentences", "overrides", "references"}
+VARIANT_KEYS = {"name", "overrides", "description"}
+RESERVED = {"output_dir", "resume_from_checkpoint"}  # set by the grid itself
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+EVAL_COLUMNS = ("STA", "SIM", "FL", "J", "ChrF", "ChrF++", "BLEU", "copy", "empty", "len_ratio", "sent/s")
+TRAIN_TAGS = ("reward/total", "reward/mixed", "reward/penalty", "reward/toxicity", "reward/similarity",
+              "reward/fluency", "reward/feedback", "reward/score", "rollout/copy_rate", "rollout/truncated", "ppo/kl")
+
+
+@dataclass
+class Variant:
+    name: str
+    overrides: dict = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass
+class AblationConfig:
+    path: str
+    base_config: str
+    output_dir: str
+    overrides: dict
+    variants: list[Variant]
+    eval_config: str
+    max_eval_sentences: int | None = 200
+    eval_overrides: dict = field(default_factory=dict)
+    references: list[str] = field(default_factory=lambda: ["start"])
+    final_window: int = 5
+    description: str = ""
+
+
+def _unknown(keys, allowed, where: str) -> None:
+    extra = sorted(set(keys) - allowed)
+    if extra:
+        raise ConfigError(f"{where}: unknown key '{extra[0]}' (expected: {', '.join(sorted(allowed))})")
+
+
+def _config_file(value, where: str) -> str:
+    if not value or not isinstance(value, str):
+        raise ConfigError(f"{where} must be the path of a YAML config")
+    found = resolve_path(value)
+    if not found or not os.path.isfile(found):
+        raise ConfigError(f"{where}: '{value}' not found (relative paths are tried from the current folder, "
+                          "then the project root)")
+    return found
+
+
+def load_config(path: str, output_dir: str | None = None) -> AblationConfig:
+    """Read and check a grid config; every mistake is a one-line ``ConfigError`` naming the file and key."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"detox-ablate: config file '{path}' not found")
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"detox-ablate: {path}: must be a YAML mapping (base_config, output_dir, variants, ...)")
+    where = f"detox-ablate: {path}"
+    _unknown(raw, TOP_KEYS, where)
+    ev = mapping(raw.get("eval"), f"{where}: eval")
+    _unknown(ev, EVAL_KEYS, f"{where}: eval")
+    overrides = mapping(raw.get("overrides"), f"{where}: overrides")
+    bad = RESERVED & set(overrides)
+    if bad:
+        raise ConfigError(f"{where}: overrides: '{sorted(bad)[0]}' is set by detox-ablate (use the top-level "
+                          "output_dir)")
+    variants_raw = raw.get("variants")
+    if not isinstance(variants_raw, list) or not variants_raw:
+        raise ConfigError(f"{where}: variants must be a non-empty list of {{name, overrides}}")
+    variants, seen = [], set()
+    for i, item in enumerate(variants_raw):
+        vw = f"{where}: variants[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{vw} must be a mapping with name and overrides")
+        _unknown(item, VARIANT_KEYS, vw)
+        name = str(item.get("name") or "")
+        if not NAME.match(name) or name.endswith(".previous"):
+            raise ConfigError(f"{vw}: name '{name}' must be letters, digits, '_', '-' or '.' (it names a folder)")
+        if name in seen:
+            raise ConfigError(f"{vw}: two variants are named '{name}'")
+        seen.add(name)
+        variants.append(Variant(name, mapping(item.get("overrides"), f"{vw}: overrides"),
+                                str(item.get("description") or "")))
+    refs = ev.get("references", ["start"])
+    if refs is None:
+        refs = []
+    if not isinstance(refs, list) or not all(isinstance(r, str) and r for r in refs):
+        raise ConfigError(f"{where}: eval: references must be a list such as [start, duplicate, delete]")
+    clash = {r.partition("=")[0] for r in refs} & seen
+    if clash:
+        raise ConfigError(f"{where}: eval: reference '{sorted(clash)[0]}' has a variant's name; rename one")
+    window = raw.get("final_window", 5)
+    if not isinstance(window, int) or window < 1:
+        raise ConfigError(f"{where}: final_window must be an integer >= 1 (got {window!r})")
+    max_eval = ev.get("max_eval_sentences", 200)
+    if max_eval is not None and (not isinstance(max_eval, int) or max_eval < 1):
+        raise ConfigError(f"{where}: eval: max_eval_sentences must be an integer >= 1 or null (got {max_eval!r})")
+    out = output_dir or raw.get("output_dir")
+    if not out or not isinstance(out, str):
+        raise ConfigError(f"{where}: output_dir is missing")
+    return AblationConfig(
+        path=path, base_config=_config_file(raw.get("base_config"), f"{where}: base_config"), output_dir=out,
+        overrides=overrides, variants=variants,
+        eval_config=_config_file(ev.get("config", "configs/eval/independent.yaml"), f"{where}: eval: config"),
+        max_eval_sentences=max_eval, eval_overrides=mapping(ev.get("overrides"), f"{where}: eval: overrides"),
+        references=refs, final_window=window, description=str(raw.get("description") or "").strip())
+
+
+# ------------------------------------------------------------------------------------------ argv
+def ppo_argv(cfg: AblationConfig, overrides: dict, out_dir: str) -> list[str]:
+    bad = RESERVED & set(overrides)
+    if bad:
+        raise ConfigError(f"override '{sorted(bad)[0]}' is set by detox-ablate itself; remove it")
+    try:
+        return ["--config", cfg.base_config, *to_argv(cfg.overrides), *to_argv(overrides), "--output_dir", out_dir]
+    except (ValueError, ConfigError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def eval_argv(cfg: AblationConfig, systems: list[str], out_dir: str) -> list[str]:
+    argv = ["--config", cfg.eval_config, *to_argv(cfg.eval_overrides)]
+    if cfg.max_eval_sentences is not None:
+        argv += ["--max_eval_sentences", str(cfg.max_eval_sentences)]
+    return argv + ["--systems", *systems, "--output_dir", out_dir]
+
+
+def describe_overrides(overrides: dict) -> str:
+    return " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in _flat(overrides).items())
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# ------------------------------------------------------------------------------------------ running
+class Grid:
+    """One ``detox-ablate`` call: checks, then each selected variant trained (or reused) and evaluated."""
+
+    def __init__(self, cfg: AblationConfig):
+        self.cfg = cfg
+        self.runs = os.path.join(cfg.output_dir, "runs")
+        from rl import ppo
+        from rewards import evaluate
+
+        self.ppo, self.evaluate = ppo, evaluate
+        from detoxrl.config import DetoxParser
+
+        self._known = set(DetoxParser(ppo.CONFIGS, prog="rl/ppo.py")._known_fields())
+        self.check_keys(cfg.overrides, "overrides")
+        # The grid's own settings must parse: a typo in the shared overrides stops everything, at once.
+        base = ppo.parse(ppo_argv(cfg, {}, os.path.join(self.runs, "_check")))
+        model = base[2].model_name_or_path
+        self.start_model = resolve_path(model) or model
+        self.start_fp = fingerprint(self.start_model)
+        self._check_judges(base[3])
+
+    def check_keys(self, overrides: dict, where: str) -> None:
+        """Every override names an rl/ppo.py field (dotted reward aliases included), with a did-you-mean hint."""
+        import difflib
+
+        for key in _flat(overrides):
+            name = self.ppo.reward_alias(key)
+            if name not in self._known:
+                hint = difflib.get_close_matches(name, self._known, n=1)
+                fix = f"did you mean '{hint[0]}'?" if hint else "see rl/ppo.py --help for the fields"
+                raise ConfigError(f"detox-ablate: {self.cfg.path}: {where}: unknown rl/ppo.py field '{key}'; {fix}")
+
+    def _check_judges(self, reward) -> None:
+        """The eval config parses, and the toxicity classifiers of the base reward and of the eval exist
+        (checked before any training, not after it)."""
+        from rewards.toxicity.default import resolve_classifier_ref
+
+        _, judges, *_ = self.evaluate.parse(eval_argv(self.cfg, ["duplicate"], os.path.join(self.cfg.output_dir, "x")))
+        if reward.toxicity_backend == "hf" and reward.w_toxicity > 0:
+            resolve_classifier_ref(reward.toxicity_model, "toxicity_model")
+        if judges.judge_toxicity_backend == "hf":
+            resolve_classifier_ref(judges.judge_toxicity_model, "judge_toxicity_model")
+
+    def run_dir(self, name: str) -> str:
+        return os.path.join(self.runs, name)
+
+    # -------------------------------------------------------------------- one variant
+    def run_variant(self, v: Variant, force: bool = False) -> dict:
+        run_dir = self.run_dir(v.name)
+        state = {"status": "failed", "action": "-", "error": "", "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        t0 = time.perf_counter()
+        try:
+            self.check_keys(v.overrides, f"variant {v.name}")
+            argv = ppo_argv(self.cfg, v.overrides, run_dir)
+            parsed = self.ppo.parse(argv)
+        except (UserError, ValueError) as exc:
+            state["error"] = one_line(exc)
+            log.error("variant %s: bad overrides: %s", v.name, state["error"])
+            return self._finish(run_dir, state, t0)
+        stage = Stage(f"variant {v.name}", run_dir, comparable(resolved_config_dict(*parsed)),
+                      {"start": self.start_fp}, (RESOLVED, "detoxrl.json"))
+        action, reason = stage.plan(force)
+        log.info("variant %s: %s (%s)", v.name, {"reuse": "reused", "resume": "resuming", "fresh": "training"}[action],
+                 reason)
+        trained = action != "reuse"
+        if trained:
+            stage.prepare(action)
+            with capture(os.path.join(run_dir, "train.log")) as captured:
+                log.info("detox-ablate: variant %s: %s; rl/ppo.py %s", v.name, reason, " ".join(argv))
+                try:
+                    self.ppo.run(argv + (["--resume_from_checkpoint", "latest"] if action == "resume" else []))
+                except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
+                    captured.traceback()
+                    state["error"] = one_line(exc)
+                    log.error("variant %s failed: %s (traceback in %s)", v.name, state["error"], captured.path)
+                    return self._finish(run_dir, state, t0)
+        state["action"] = {"reuse": "reused", "resume": "resumed", "fresh": "trained"}[action]
+        ok, error, evaluated = self.evaluate_systems(f"eval {v.name}", [f"{v.name}={run_dir}"],
+                                                     os.path.join(run_dir, "eval"), {"model": fingerprint(run_dir)},
+                                                     os.path.join(run_dir, "eval.log"), force=trained)
+        state["status"], state["error"] = ("ok", "") if ok else ("failed", error)
+        state["evaluated"] = evaluated
+        return self._finish(run_dir, state, t0)
+
+    def evaluate_systems(self, name: str, systems: list[str], out_dir: str, inputs: dict, log_path: str,
+                         force: bool = False) -> tuple[bool, str, bool]:
+        """One detox-eval call, reused when its eval.json matches; ``(ok, error, ran)``."""
+        try:
+            argv = eval_argv(self.cfg, systems, out_dir)
+            stage = Stage(name, out_dir, comparable(resolved_config_dict(*self.evaluate.parse(argv))), inputs,
+                          ("eval.json", RESOLVED), resumable=False)
+        except (UserError, ValueError) as exc:
+            return False, one_line(exc), False
+        action, reason = stage.plan(force)
+        if action == "reuse":
+            log.info("%s: reused (%s)", name, reason)
+            return True, "", False
+        stage.prepare(action)
+        with capture(log_path) as captured:
+            log.info("detox-ablate: %s: %s; detox-eval %s", name, reason, " ".join(argv))
+            try:
+                self.evaluate.run(argv)
+            except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
+                captured.traceback()
+                log.error("%s failed: %s (traceback in %s)", name, one_line(exc), captured.path)
+                return False, "eval: " + one_line(exc), True
+        return True, "", True
+
+    def reference_systems(self) -> list[str]:
+        return [f"start={self.start_model}" if r == "start" else r for r in self.cfg.references]
+
+    def reference_names(self) -> list[str]:
+        from rewards.systems import parse_system
+
+        names = []
+        for spec in self.reference_systems():
+            try:
+                names.append(parse_system(spec).name)
+            except UserError:
+                names.append(spec.partition("=")[0])
+        return names
+
+    def run_references(self, force: bool = False) -> tuple[bool, str]:
+        if not self.cfg.references:
+            return True, ""
+        systems = self.reference_systems()
+        out = os.path.join(self.cfg.output_dir, "references")
+        ok, error, _ = self.evaluate_systems("eval references", systems, out, {"start": self.start_fp},
+                                             os.path.join(out, "eval.log"), force)
+        return ok, error
+
+    @staticmethod
+    def _finish(run_dir: str, state: dict, t0: float) -> dict:
+        state["seconds"] = round(time.perf_counter() - t0, 1)
+        if os.path.isdir(run_dir) or state["status"] == "failed":
+            write_json(os.path.join(run_dir, "status.json"), state)
+        return state
+
+
+# ------------------------------------------------------------------------------------------ results
+def train_tail(run_dir: str, window: int) -> dict[str, float]:
+    """Mean of the last ``window`` logged training steps of each reward/rollout stat (tensorboard events)."""
+    logdir = os.path.join(run_dir, "runs")
+    if not os.path.isdir(logdir) or not any(f.startswith("events.") for f in os.listdir(logdir)):
+        return {}
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(logdir, size_guidance={"scalars": 0})
+        acc.Reload()
+        tags = set(acc.Tags().get("scalars", []))
+        out = {}
+        for tag in TRAIN_TAGS:
+            if tag in tags:
+                by_step = {e.step: e.value for e in acc.Scalars(tag)}  # a resumed run re-logs steps: last wins
+                last = [by_step[s] for s in sorted(by_step)[-window:]]
+                out["train_" + tag.replace("/", "_")] = sum(last) / len(last)
+        return out
+    except Exception as exc:  # noqa: BLE001 - a results column, never worth failing the grid
+        log.warning("could not read the training log of %s: %s", run_dir, one_line(exc))
+        return {}
+
+
+def _eval_scores(eval_dir: str, system: str) -> dict:
+    report = _read_json(os.path.join(eval_dir, "eval.json"))
+    scores = ((report or {}).get("systems", {}).get(system) or {}).get("scores") or {}
+    return {k: scores.get(k) for k in EVAL_COLUMNS if k in scores}
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def collect_rows(grid: Grid, states: dict[str, dict]) -> list[dict]:
+    """One row per variant (this call's state, else what its folder holds) and per reference system."""
+    cfg, rows = grid.cfg, []
+    for v in cfg.variants:
+        run_dir = grid.run_dir(v.name)
+        state = states.get(v.name) or _read_json(os.path.join(run_dir, "status.json")) or {}
+        finished = os.path.isfile(os.path.join(run_dir, RESOLVED)) and os.path.isfile(
+            os.path.join(run_dir, "eval", "eval.json"))
+        if v.name in states:  # run (or reused) by this call
+            status = state["status"]
+        else:  # left alone by this call (--only): what its folder says
+            status = "ok" if finished else ("failed" if state.get("status") == "failed" else "pending")
+        row = {"variant": v.name, "status": status, "action": state.get("action", "-") if v.name in states else "-",
+               "overrides": describe_overrides(v.overrides), "error": state.get("error", "") if status == "failed"
+               else ""}
+        row.update(_eval_scores(os.path.join(run_dir, "eval"), v.name))
+        card = _read_json(os.path.join(run_dir, "detoxrl.json")) or {}
+        metrics = card.get("metrics") or {}
+        row["steps"] = metrics.get("steps")
+        row["train_minutes"] = metrics.get("train_minutes")
+        for k, val in (metrics.get("after") or {}).items():
+            row[f"after_{k}"] = val
+        for k, val in (metrics.get("before") or {}).items():
+            if k.startswith("reward_") or k in ("copy_rate", "lexicon_toxicity", "chrf"):
+                row[f"before_{k}"] = val
+        row.update(train_tail(run_dir, cfg.final_window))
+        rows.append(row)
+    if cfg.references:
+        ref_dir = os.path.join(cfg.output_dir, "references")
+        report = _read_json(os.path.join(ref_dir, "eval.json")) or {}
+        for name in grid.reference_names():
+            scores = _eval_scores(ref_dir, name)
+            rows.append({"variant": name, "status": "reference" if scores else "pending", "action": "-",
+                         "overrides": "start model " + grid.start_model if name == "start" else "",
+                         "error": "" if scores or not report else "missing from references/eval.json", **scores})
+    return rows
+
+
+BASE_COLUMNS = ("variant", "status", "action", "overrides", *EVAL_COLUMNS, "steps", "train_minutes")
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    extra = sorted({k for r in rows for k in r} - set(BASE_COLUMNS) - {"error"})
+    columns = [*BASE_COLUMNS, *extra, "error"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _csv_cell(r.get(k)) for k in columns})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _csv_cell(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def _md(v, digits: int = 3) -> str:
+    if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+MD_COLUMNS = [("variant", "variant"), ("status", "status"), ("overrides", "overrides"), ("J", "J"), ("STA", "STA"),
+              ("SIM", "SIM"), ("FL", "FL"), ("ChrF", "ChrF"), ("copy", "copy"),
+              ("after_reward_total", "dev reward"), ("after_reward_toxicity", "dev P(toxic)"),
+              ("after_reward_similarity", "dev sim"), ("after_reward_fluency", "dev fl"),
+              ("train_reward_total", "train reward"), ("train_ppo_kl", "train KL"), ("steps", "steps"),
+              ("train_minutes", "train min")]
+
+
+def write_markdown(grid: Grid, rows: list[dict], path: str, plot_note: str) -> None:
+    cfg = grid.cfg
+    lines = [f"# Reward ablation: {os.path.basename(cfg.path)}", ""]
+    if cfg.description:
+        lines += [cfg.description, ""]
+    lines += [f"Every variant: `rl/ppo.py --config {cfg.base_config}` + `{describe_overrides(cfg.overrides)}` + its "
+              f"overrides, from `{grid.start_model}`. Scored by `detox-eval --config {cfg.eval_config}` "
+              f"(max_eval_sentences {cfg.max_eval_sentences}).", "",
+              "| " + " | ".join(h for _, h in MD_COLUMNS) + " |", "|---|---|---|" + "---:|" * (len(MD_COLUMNS) - 3)]
+    for r in rows:
+        lines.append("| " + " | ".join(_md(r.get(k)) for k, _ in MD_COLUMNS) + " |")
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        lines += ["", "Failed:", ""]
+        for r in failed:
+            logs = [f"`runs/{r['variant']}/{n}`" for n in ("train.log", "eval.log")
+                    if os.path.isfile(os.path.join(grid.run_dir(r["variant"]), n))]
+            lines.append(f"- `{r['variant']}`: {r['error']}" + (f" (log: {', '.join(logs)})" if logs else ""))
+    lines += ["", "Columns: STA, SIM, FL, J, ChrF, copy are detox-eval's (see its eval.md), on the same dev "
+              "sentences for every row. `dev reward`, `dev P(toxic)`, `dev sim`, `dev fl`: the run's own reward and "
+              "its components on its greedy dev sample after training (each variant's OWN reward, so not comparable "
+              "across reward forms). `train reward`, `train KL`: mean over the last "
+              f"{cfg.final_window} training steps (tensorboard). results.csv holds every column, `before_*` included.",
+              "", plot_note, ""]
+    atomic_write_text(path, "\n".join(lines))
+
+
+def plot_pareto(rows: list[dict], path: str, title: str) -> str:
+    """``pareto.png``: STA against SIM, size by FL, each point labelled with its name and J. Returns a note."""
+    points = [r for r in rows if r["status"] in ("ok", "reference") and all(
+        isinstance(r.get(k), (int, float)) and not math.isnan(r[k]) for k in ("STA", "SIM", "FL", "J"))]
+    if not points:
+        return "pareto.png: not drawn (no scored row yet)."
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return "pareto.png: not drawn (matplotlib is not installed: pip install 'matplotlib>=3.8')."
+
+    def size(fl: float) -> float:
+        return 30 + 570 * max(0.0, min(1.0, fl)) ** 2
+
+    fig = Figure(figsize=(8, 6), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    styles = {"ok": ("tab:blue", "o", "variants"), "reference": ("tab:gray", "D", "references")}
+    for kind, (color, marker, label) in styles.items():
+        sel = [p for p in points if p["status"] == kind]
+        if sel:
+            ax.scatter([p["SIM"] for p in sel], [p["STA"] for p in sel], s=[size(p["FL"]) for p in sel], c=color,
+                       marker=marker, alpha=0.6, edgecolors="black", linewidths=0.5)
+            ax.scatter([], [], s=60, c=color, marker=marker, alpha=0.6, edgecolors="black", label=label)
+    # One label per position (points that coincide share it); neighbours get staggered offsets.
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        groups.setdefault((round(p["SIM"], 3), round(p["STA"], 3)), []).append(p)
+    offsets = [(8, 6), (8, -14), (-8, 6), (-8, -14)]
+    for i, ((sim, sta), members) in enumerate(sorted(groups.items())):
+        text = "\n".join(f"{p['variant']} J={p['J']:.3f}" for p in members)
+        dx, dy = offsets[i % len(offsets)]
+        ax.annotate(text, (sim, sta), xytext=(dx, dy), textcoords="offset points", fontsize=7,
+                    ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top")
+    front, best = [], -math.inf  # non-dominated in (SIM, STA): walk by SIM descending
+    for p in sorted(points, key=lambda p: (-p["SIM"], -p["STA"])):
+        if p["STA"] > best:
+            front.append(p)
+            best = p["STA"]
+    if len(front) > 1:
+        ax.plot([p["SIM"] for p in front], [p["STA"] for p in front], "--", color="tab:red", lw=1,
+                label="Pareto front")
+    for fl in (0.5, 0.75, 1.0):
+        ax.scatter([], [], s=size(fl), c="white", edgecolors="black", label=f"FL {fl}")
+    ax.set_xlabel("SIM (similarity to the source)")
+    ax.set_ylabel("STA (1 - toxicity)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best", labelspacing=1.2, borderpad=0.8)
+    ax.margins(0.15)
+    fig.tight_layout()
+    tmp = path + ".tmp"
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return "pareto.png: STA against SIM, marker area grows with FL, each point labelled with its J."
+
+
+def write_results(grid: Grid, states: dict[str, dict]) -> dict[str, str]:
+    out = grid.cfg.output_dir
+    os.makedirs(out, exist_ok=True)
+    rows = collect_rows(grid, states)
+    paths = {"csv": os.path.join(out, "results.csv"), "md": os.path.join(out, "results.md"),
+             "png": os.path.join(out, "pareto.png")}
+    write_csv(rows, paths["csv"])
+    try:
+        note = plot_pareto(rows, paths["png"], f"{os.path.basename(grid.cfg.path)}: STA vs SIM (size: FL)")
+    except Exception as exc:  # noqa: BLE001 - the table matters more than the picture
+        log.warning("pareto.png not drawn: %s", one_line(exc))
+        note = f"pareto.png: not drawn ({one_line(exc)})."
+    write_markdown(grid, rows, paths["md"], note)
+    return {**paths, "rows": rows}
+
+
+# ------------------------------------------------------------------------------------------ entry point
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="detox-ablate", description="Reward ablation: short PPO runs, one detox-eval "
+                                "each, results.csv/results.md/pareto.png. Re-run the same command to resume.")
+    p.add_argument("--config", required=True, help="Grid config (configs/ablation/reward.yaml, smoke.yaml).")
+    p.add_argument("--output_dir", help="Override the config's output_dir.")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="Run only these variants (results list all).")
+    p.add_argument("--rerun", nargs="+", metavar="NAME",
+                   help="Train and evaluate these variants again even if finished ('all' for every one).")
+    p.add_argument("--no_references", action="store_true", help="Skip the reference systems' evaluation.")
+    return p
+
+
+def run(args: list[str] | None = None) -> dict:
+    """Run the grid; returns ``{"rows": [...], "csv": path, "md": path, "png": path}``."""
+    setup_logging()
+    ns = build_parser().parse_args(args)
+    cfg = load_config(ns.config, ns.output_dir)
+    names = [v.name for v in cfg.variants]
+    for flag, chosen in (("--only", ns.only), ("--rerun", ns.rerun)):
+        unknown = sorted(set(chosen or []) - set(names) - ({"all"} if flag == "--rerun" else set()))
+        if unknown:
+            raise ConfigError(f"detox-ablate: {flag}: no variant named '{unknown[0]}' (variants: {', '.join(names)})")
+    rerun = set(names) if ns.rerun and "all" in ns.rerun else set(ns.rerun or [])
+    grid = Grid(cfg)
+    selected = [v for v in cfg.variants if not ns.only or v.name in ns.only]
+    log.info("detox-ablate: %d variants (%s) -> %s", len(selected), ", ".join(v.name for v in selected),
+             cfg.output_dir)
+    start = time.perf_counter()
+    states: dict[str, dict] = {}
+    if not ns.no_references:
+        ok, error = grid.run_references(force="all" in (ns.rerun or []))
+        if not ok:
+            log.error("reference systems failed: %s", error)
+    result = write_results(grid, states)
+    for v in selected:
+        states[v.name] = grid.run_variant(v, force=v.name in rerun)
+        result = write_results(grid, states)  # after every variant, so a long grid shows its progress
+    failed = [n for n, s in states.items() if s["status"] != "ok"]
+    log.info("detox-ablate: %d ok, %d failed%s in %.1f min; wrote %s, %s, %s", len(states) - len(failed),
+             len(failed), f" ({', '.join(failed)})" if failed else "", (time.perf_counter() - start) / 60,
+             result["csv"], result["md"], result["png"])
+    return result
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``detox-ablate``; exit code 1 when a variant failed, 2 for a bad grid config."""
+    code = 0
+
+    def _run(a):
+        nonlocal code
+        result = run(a)
+        code = 1 if any(r["status"] == "failed" for r in result["rows"]) else 0
+
+    rc = run_cli(_run, args)
+    return rc or code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""``DetoxPPOConfig``: transformers' ``TrainingArguments`` plus the RL stage's options (TRL-style Config).
+
+Batch vocabulary (per process):
+
+* ``rollout_batch_size`` prompts are sampled, answered and scored per PPO step;
+* the rollout is split into ``num_mini_batches`` minibatches, one optimiser step each, for
+  ``ppo_epochs`` passes;
+* each minibatch is cut into ``gradient_accumulation_steps`` micro-batches of
+  ``rollout_batch_size / (num_mini_batches * gradient_accumulation_steps)`` rollouts, which must
+  be a whole number (``per_device_train_batch_size`` is not used by this stage).
+
+With one micro-batch per rollout (the default) the first optimisation pass doubles as the pass
+that records the old log-probs and values, which saves a forward pass per step (the ratio is 1
+there by construction, so the update is exactly PPO's).
+
+The reward's own fields (``w_toxicity``, ``form``, ...) live in ``rewards.composite.RewardConfig``;
+``--reward.weights.toxicity 2`` is accepted as an alias of ``--w_toxicity 2`` (see ``rl/ppo.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from transformers import TrainingArguments
+
+from rl.core import KLEstimator
+
+
+@dataclass
+class DetoxPPOConfig(TrainingArguments):
+    """Arguments for ``rl/ppo.py`` (every transformers TrainingArguments field works too)."""
+
+    output_dir: str = field(default="outputs/rl", metadata={"help": "Where checkpoints and the final model go."})
+    algorithm: Literal["ppo", "grpo", "rloo"] = field(
+        default="ppo", metadata={"help": "ppo (ours, seq2seq and causal) | grpo | rloo (TRL's trainers, causal only)."})
+    policy_adapter: Literal["new", "continue"] = field(
+        default="new",
+        metadata={"help": "LoRA policies: 'new' puts a fresh adapter on the SFT model's merged weights (the reference is "
+                  "then exactly the SFT model); 'continue' keeps training the SFT adapter (reference: a frozen copy "
+                  "of that adapter)."})
+    critic: Literal["shared", "separate"] = field(
+        default="shared", metadata={"help": "shared: the value head reads the policy's hidden states. separate: its "
+                                            "own copy of the SFT model (with its own adapter) feeds the value head."})
+    # rollouts
+    rollout_batch_size: int = field(default=16, metadata={"help": "Prompts answered and scored per PPO step, per process."})
+    num_mini_batches: int = field(default=1, metadata={"help": "Optimiser steps per PPO epoch (minibatches of the rollout)."})
+    ppo_epochs: int = field(default=2, metadata={"help": "Passes over each rollout."})
+    max_prompt_length: int = field(default=96, metadata={"help": "Prompt tokens kept (longer prompts are cut from the left)."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Longest sampled response, in tokens."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (log-probs use the same one)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0: off)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1: off)."})
+    num_generations: int = field(default=4, metadata={"help": "grpo/rloo: completions per prompt (a group)."})
+    # KL
+    kl_estimator: KLEstimator = field(default="k1", metadata={"help": "Per-token KL estimator: k1 (logp - logp_ref) | k3."})
+    kl_coef: float = field(default=0.05, metadata={"help": "KL coefficient (the initial one when adaptive)."})
+    adaptive_kl: bool = field(default=False, metadata={"help": "Adapt kl_coef towards target_kl (Ziegler et al.)."})
+    target_kl: float = field(default=2.0, metadata={"help": "Adaptive KL: target sequence KL (nats)."})
+    kl_horizon: float = field(default=1000.0, metadata={"help": "Adaptive KL: horizon, in rollouts."})
+    # advantages and losses
+    gamma: float = field(default=1.0, metadata={"help": "GAE discount."})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
+    whiten_advantages: bool = field(default=True, metadata={"help": "Whiten advantages over the rollout's valid tokens."})
+    clip_range: float = field(default=0.2, metadata={"help": "Policy ratio clip epsilon."})
+    clip_range_value: float = field(default=0.2, metadata={"help": "Value clip range."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Value-loss weight."})
+    early_stop_kl: float | None = field(
+        default=None, metadata={"help": "Stop a step's remaining PPO epochs once a minibatch's approximate KL passes this."})
+    # reward shaping
+    reward_norm: Literal["none", "whiten", "running"] = field(
+        default="none", metadata={"help": "Score normalisation: none | whiten (per rollout) | running (mean/std so far)."})
+    reward_clip: float | None = field(default=None, metadata={"help": "Clip the (normalised) score to +-this."})
+    truncation_penalty: float = field(default=0.5, metadata={"help": "Subtracted from the score of a response with no EOS."})
+    # evaluation and logging
+    eval_samples: int = field(default=64, metadata={"help": "Dev sources decoded greedily before and after training (0: off)."})
+    sample_every: int = field(default=10, metadata={"help": "Log a table of source / output / reward parts every N steps."})
+    samples_logged: int = field(default=4, metadata={"help": "Rows in that table."})
+    merge_adapter: bool = field(default=True, metadata={"help": "Also save a merged model (adapter folded in)."})
+    # Sane defaults for this stage (transformers' own defaults differ).
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (LoRA default)."})
+    max_steps: int = field(default=50, metadata={"help": "PPO steps (rollout + update)."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "Learning-rate schedule."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every N steps."})
+    save_steps: float = field(default=25, metadata={"help": "Checkpoint every N steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
+    report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "tensorboard | none."})
+    seed: int = field(default=42, metadata={"help": "Random seed."})
+
+    def __post_init__(self):
+        for name in ("rollout_batch_size", "num_mini_batches", "ppo_epochs", "max_new_tokens", "max_prompt_length",
+                     "gradient_accumulation_steps", "num_generations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.rollout_batch_size % (self.num_mini_batches * self.gradient_accumulation_steps):
+            raise ValueError(
+                f"rollout_batch_size {self.rollout_batch_size} does not divide into num_mini_batches "
+                f"{self.num_mini_batches} x gradient_accumulation_steps {self.gradient_accumulation_steps}; "
+                "pick values whose product divides it")
+        for name in ("kl_coef", "vf_coef", "truncation_penalty", "clip_range", "clip_range_value"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if not 0 <= self.lam <= 1 or not 0 <= self.gamma <= 1:
+            raise ValueError(f"gamma and lam must be in [0, 1] (got {self.gamma}, {self.lam})")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (got {self.temperature})")
+        if self.adaptive_kl and (self.target_kl <= 0 or self.kl_horizon <= 0):
+            raise ValueError("adaptive_kl needs target_kl > 0 and kl_horizon > 0")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 (got {self.max_steps})")
+        super().__post_init__()
+
+    @property
+    def mini_batch_size(self) -> int:
+        return self.rollout_batch_size // self.num_mini_batches
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.mini_batch_size // self.gradient_accumulation_steps

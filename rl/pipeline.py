@@ -1,0 +1,303 @@
+"""``detox-pipeline``: the whole flow in one command, SFT -> PPO -> detox-eval, resumable.
+
+    detox-pipeline --preset quick          # configs/pipeline/quick.yaml: ~10 minutes on a 2-core CPU
+    detox-pipeline --preset full           # configs/pipeline/full.yaml: the default configs (README table)
+    detox-pipeline --config my_preset.yaml --rerun ppo
+
+Stages, in order, each in-process with its log in ``<output_root>/logs/<stage>.log``:
+
+1. ``judges``: the toxicity classifiers the preset lists (``detox-train-toxicity`` into the detoxrl cache),
+   trained only when missing;
+2. ``sft``: ``sft/train.py`` with the preset's ``sft.config`` + ``common`` + ``sft.overrides``, into
+   ``<output_root>/sft``;
+3. ``ppo``: ``rl/ppo.py`` with ``ppo.config`` + ``common`` + ``ppo.overrides``, starting from the SFT output
+   (``model_name_or_path``), into ``<output_root>/ppo``;
+4. ``eval``: one ``detox-eval`` call with ``eval.config`` scoring the baselines, the SFT model and the PPO
+   model side by side into ``<output_root>/eval`` (``eval.json``, ``eval.md``, ``eval_sentences.tsv``);
+   its table is printed at the end.
+
+Re-running reuses every stage whose saved ``resolved_config.yaml`` matches what this run would write and
+whose inputs did not change (a retrained SFT model makes PPO and eval run again), and resumes an
+interrupted SFT/PPO stage from its latest checkpoint (``rl/stage.py``). ``--rerun STAGE`` forces one.
+``<output_root>/pipeline.json`` records what each stage did and how long it took.
+
+Preset YAML::
+
+    output_root: outputs/pipeline/quick
+    common: {dataset: ..., lexicon_dir: ...}      # fields given to every stage that has them
+    judges: [{name: detoxrl-toxicity-minilm, config: configs/rewards/train_toxicity.yaml, overrides: {}}]
+    sft: {config: configs/sft/default.yaml, overrides: {max_steps: 40, ...}}
+    ppo: {config: configs/rl/default.yaml, overrides: {max_steps: 10, ...}}
+    eval: {config: configs/eval/default.yaml, max_eval_sentences: 100, baselines: [duplicate, delete],
+           overrides: {}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+
+from detoxrl.config import DetoxParser, resolved_config_dict, run_cli
+from detoxrl.errors import ConfigError
+from detoxrl.log import setup_logging
+from detoxrl.paths import resolve_path
+from rl.stage import mapping, RESOLVED, Stage, capture, comparable, fingerprint, read_yaml, to_argv, write_json
+
+log = logging.getLogger("detoxrl")
+
+STAGES = ("judges", "sft", "ppo", "eval")
+TOP_KEYS = {"description", "output_root", "common", "judges", "sft", "ppo", "eval"}
+STAGE_KEYS = {"config", "overrides"}
+EVAL_KEYS = {"config", "overrides", "max_eval_sentences", "baselines"}
+JUDGE_KEYS = {"name", "config", "overrides"}
+RESERVED = {"output_dir", "resume_from_checkpoint"}
+DEFAULT_CONFIGS = {"sft": "configs/sft/default.yaml", "ppo": "configs/rl/default.yaml",
+                   "eval": "configs/eval/default.yaml", "judges": "configs/rewards/train_toxicity.yaml"}
+
+
+def _check_keys(d: dict, allowed: set, where: str) -> None:
+    extra = sorted(set(d) - allowed)
+    if extra:
+        raise ConfigError(f"{where}: unknown key '{extra[0]}' (expected: {', '.join(sorted(allowed))})")
+
+
+def _config_file(value, where: str) -> str:
+    found = resolve_path(value) if isinstance(value, str) and value else None
+    if not found or not os.path.isfile(found):
+        raise ConfigError(f"{where}: config '{value}' not found (relative paths are tried from the current folder, "
+                          "then the project root)")
+    return found
+
+
+def preset_path(preset: str | None, config: str | None) -> str:
+    if config:
+        if not os.path.isfile(config):
+            raise ConfigError(f"detox-pipeline: config file '{config}' not found")
+        return config
+    found = resolve_path(os.path.join("configs", "pipeline", f"{preset}.yaml"))
+    if not found:
+        folder = resolve_path(os.path.join("configs", "pipeline"))
+        names = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")) if folder else []
+        raise ConfigError(f"detox-pipeline: no preset '{preset}' (presets: {', '.join(names) or 'none found'}); "
+                          "or pass --config FILE")
+    return found
+
+
+class Pipeline:
+    """A parsed preset: the argv of every stage, checked before anything runs."""
+
+    def __init__(self, path: str, output_root: str | None = None):
+        raw = read_yaml(path)
+        where = f"detox-pipeline: {path}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: must be a YAML mapping (output_root, sft, ppo, eval, ...)")
+        _check_keys(raw, TOP_KEYS, where)
+        self.path = path
+        self.description = str(raw.get("description") or "").strip()
+        self.root = output_root or raw.get("output_root")
+        if not self.root or not isinstance(self.root, str):
+            raise ConfigError(f"{where}: output_root is missing")
+        self.dirs = {s: os.path.join(self.root, s) for s in ("sft", "ppo", "eval")}
+        common = mapping(raw.get("common"), f"{where}: common")
+
+        from rewards import evaluate
+        from rl import ppo
+        from sft import train as sft
+
+        self.modules = {"sft": sft, "ppo": ppo, "eval": evaluate}
+        known = {name: set(DetoxParser(mod.CONFIGS, prog=name)._known_fields()) for name, mod in self.modules.items()}
+        unused = sorted(k for k in common if not any(k in fields for fields in known.values()))
+        if unused:
+            raise ConfigError(f"{where}: common: no stage has a field '{unused[0]}'")
+
+        self.sections = {}
+        for name in ("sft", "ppo", "eval"):
+            section = mapping(raw.get(name), f"{where}: {name}")
+            _check_keys(section, EVAL_KEYS if name == "eval" else STAGE_KEYS, f"{where}: {name}")
+            overrides = mapping(section.get("overrides"), f"{where}: {name}: overrides")
+            reserved = RESERVED | ({"model_name_or_path"} if name == "ppo" else set()) | (
+                {"systems"} if name == "eval" else set())
+            bad = sorted(reserved & set(overrides))
+            if bad:
+                raise ConfigError(f"{where}: {name}: overrides: '{bad[0]}' is set by detox-pipeline")
+            shared = {k: v for k, v in common.items() if k in known[name] and k not in reserved}
+            self.sections[name] = {"config": _config_file(section.get("config", DEFAULT_CONFIGS[name]),
+                                                          f"{where}: {name}"),
+                                   "overrides": {**shared, **overrides}, "raw": section}
+        ev = self.sections["eval"]["raw"]
+        baselines = ev.get("baselines", ["duplicate", "delete"])
+        if not isinstance(baselines, list):
+            raise ConfigError(f"{where}: eval: baselines must be a list such as [duplicate, delete]")
+        self.baselines = [str(b) for b in baselines]
+        self.max_eval_sentences = ev.get("max_eval_sentences")
+        if self.max_eval_sentences is not None and (not isinstance(self.max_eval_sentences, int)
+                                                    or self.max_eval_sentences < 1):
+            raise ConfigError(f"{where}: eval: max_eval_sentences must be an integer >= 1 or null")
+        self.judges = []
+        for i, j in enumerate(raw.get("judges") or []):
+            jw = f"{where}: judges[{i}]"
+            if not isinstance(j, dict) or not j.get("name"):
+                raise ConfigError(f"{jw} must be a mapping with a name (a detoxrl-toxicity-* classifier)")
+            _check_keys(j, JUDGE_KEYS, jw)
+            self.judges.append({"name": str(j["name"]), "config": _config_file(j.get("config",
+                                                                                      DEFAULT_CONFIGS["judges"]), jw),
+                                "overrides": mapping(j.get("overrides"), f"{jw}: overrides")})
+        # Every stage's command line must parse now, not after an hour of training.
+        for name in ("sft", "ppo", "eval"):
+            try:
+                self.parse(name)
+            except ConfigError:
+                raise
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {name}: {exc}") from None
+
+    def check_judges(self) -> None:
+        """The reward's and the eval's toxicity classifiers exist (before any training, not after it)."""
+        from detoxrl.errors import UserError
+        from rewards.toxicity.default import resolve_classifier_ref
+
+        reward = self.parse("ppo")[3]
+        judges = self.parse("eval")[1]
+        needed = [(judges.judge_toxicity_backend, judges.judge_toxicity_model, "eval: judge_toxicity_model")]
+        if reward.w_toxicity > 0:
+            needed.insert(0, (reward.toxicity_backend, reward.toxicity_model, "ppo: toxicity_model"))
+        for backend, model, field in needed:
+            if backend == "hf":
+                try:
+                    resolve_classifier_ref(model, field)
+                except UserError as exc:
+                    raise UserError(f"detox-pipeline: {self.path}: {exc}; or list it under judges: in the preset "
+                                    "to train it as the first stage") from None
+
+    # ------------------------------------------------------------------ argv per stage
+    def argv(self, name: str) -> list[str]:
+        sec = self.sections[name]
+        argv = ["--config", sec["config"], *to_argv(sec["overrides"])]
+        if name == "ppo":
+            argv += ["--model_name_or_path", self.dirs["sft"]]
+        if name == "eval":
+            if self.max_eval_sentences is not None:
+                argv += ["--max_eval_sentences", str(self.max_eval_sentences)]
+            argv += ["--systems", *self.baselines, f"sft={self.dirs['sft']}", f"ppo={self.dirs['ppo']}"]
+        return argv + ["--output_dir", self.dirs[name]]
+
+    def parse(self, name: str) -> tuple:
+        return self.modules[name].parse(self.argv(name))
+
+    def stage(self, name: str) -> Stage:
+        expected = comparable(resolved_config_dict(*self.parse(name)))
+        if name == "sft":
+            model = self.parse("sft")[2].model_name_or_path
+            return Stage("sft", self.dirs["sft"], expected, {"base": fingerprint(resolve_path(model) or model)},
+                         (RESOLVED, "detoxrl.json", "README.md"))
+        if name == "ppo":
+            return Stage("ppo", self.dirs["ppo"], expected, {"sft": fingerprint(self.dirs["sft"])},
+                         (RESOLVED, "detoxrl.json"))
+        return Stage("eval", self.dirs["eval"], expected, {"sft": fingerprint(self.dirs["sft"]),
+                                                           "ppo": fingerprint(self.dirs["ppo"])},
+                     ("eval.json", "eval.md", RESOLVED), resumable=False)
+
+
+# ------------------------------------------------------------------------------------------ running
+def run_judges(p: Pipeline, force: bool) -> dict:
+    from detoxrl.data import DataConfig
+    from rewards import train_toxicity
+    from rewards.toxicity.default import default_classifier_dir, is_trained
+
+    done = []
+    for j in p.judges:
+        folder = default_classifier_dir(j["name"])
+        if is_trained(folder) and not force:
+            log.info("judges: %s present at %s", j["name"], folder)
+            continue
+        argv = ["--config", j["config"], *to_argv(j["overrides"]), "--output_dir", folder]
+        with capture(os.path.join(p.root, "logs", "judges.log")):
+            log.info("judges: training %s (detox-train-toxicity %s)", j["name"], " ".join(argv))
+            cfg, data_cfg = DetoxParser([train_toxicity.TrainToxicityConfig, DataConfig],
+                                        prog="detox-train-toxicity").parse(argv)
+            train_toxicity.run(cfg, data_cfg)
+        done.append(j["name"])
+    return {"action": "trained " + ", ".join(done) if done else "reused", "trained": done}
+
+
+def run_stage(p: Pipeline, name: str, force: bool) -> dict:
+    stage = p.stage(name)
+    action, reason = stage.plan(force)
+    log.info("%s: %s (%s)", name, {"reuse": "reused", "resume": "resuming", "fresh": "running"}[action], reason)
+    if action == "reuse":
+        return {"action": "reused", "reason": reason, "dir": stage.out_dir}
+    stage.prepare(action)
+    argv = p.argv(name) + (["--resume_from_checkpoint", "latest"] if action == "resume" else [])
+    start = time.perf_counter()
+    with capture(os.path.join(p.root, "logs", f"{name}.log")):
+        log.info("detox-pipeline: %s: %s; %s %s", name, reason,
+                 {"sft": "sft/train.py", "ppo": "rl/ppo.py", "eval": "detox-eval"}[name], " ".join(argv))
+        p.modules[name].run(argv)
+    return {"action": {"resume": "resumed", "fresh": "ran"}[action], "reason": reason, "dir": stage.out_dir,
+            "minutes": round((time.perf_counter() - start) / 60, 2)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="detox-pipeline", description="SFT -> PPO -> detox-eval in one command; "
+                                 "re-run it to reuse finished stages and resume an interrupted one.")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--preset", default="quick",
+                       help="quick | full (configs/pipeline/<preset>.yaml). Default quick.")
+    which.add_argument("--config", help="A preset YAML of your own (see configs/pipeline/quick.yaml).")
+    ap.add_argument("--output_root", help="Override the preset's output_root.")
+    ap.add_argument("--rerun", nargs="+", choices=STAGES, default=[],
+                    help="Run these stages again even if finished (later stages follow, as their inputs change).")
+    return ap
+
+
+def run(args: list[str] | None = None) -> dict:
+    """Run the pipeline; returns ``{"output_root", "stages": {name: {...}}, "table"}``."""
+    setup_logging()
+    ns = build_parser().parse_args(args)
+    path = preset_path(ns.preset, ns.config)
+    p = Pipeline(path, ns.output_root)
+    log.info("detox-pipeline: %s -> %s", path, p.root)
+    t0 = time.perf_counter()
+    summary = {"preset": path, "output_root": p.root, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "stages": {}}
+    summary_path = os.path.join(p.root, "pipeline.json")
+    for name in STAGES:
+        start = time.perf_counter()
+        if name == "judges":
+            result = run_judges(p, "judges" in ns.rerun)
+            p.check_judges()
+        else:
+            result = run_stage(p, name, name in ns.rerun)
+        result.setdefault("minutes", round((time.perf_counter() - start) / 60, 2))
+        summary["stages"][name] = result
+        write_json(summary_path, summary)
+    summary["minutes"] = round((time.perf_counter() - t0) / 60, 2)
+    table = _table(p.dirs["eval"])
+    summary["table"] = table
+    write_json(summary_path, summary)
+    done = ", ".join(f"{k} {v['action']}" for k, v in summary["stages"].items())
+    print(f"\ndetox-pipeline ({os.path.basename(path)}): {done}; {summary['minutes']:.1f} min.\n")
+    print(table)
+    print(f"\nmodels: {p.dirs['sft']} (SFT), {p.dirs['ppo']} (PPO); report: {os.path.join(p.dirs['eval'], 'eval.md')}")
+    return summary
+
+
+def _table(eval_dir: str) -> str:
+    from rewards.report import markdown_table
+
+    try:
+        with open(os.path.join(eval_dir, "eval.json"), encoding="utf-8") as fh:
+            return markdown_table(json.load(fh)["systems"])
+    except (OSError, KeyError, json.JSONDecodeError):
+        return "(no eval.json)"
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``detox-pipeline``; exit code 2 with one line for user errors."""
+    return run_cli(run, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

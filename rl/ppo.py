@@ -1,0 +1,124 @@
+"""RL detox stage: ``accelerate launch rl/ppo.py --config configs/rl/default.yaml``.
+
+Reads top to bottom: parse configs -> training sources and a dev sample -> toxic vocabulary ->
+the policy from the SFT run (``rl/policy.py``) -> the composite reward -> ``algorithm``:
+``ppo`` runs ``DetoxPPOTrainer`` (seq2seq and causal), ``grpo``/``rloo`` run TRL's trainers with the
+same reward (``rl/trl_algos.py``, causal only) -> save adapter, merged model, value head, resolved
+config, ``detoxrl.json`` and a model card with the before/after dev metrics. Also installed as
+``detox-ppo``.
+
+Reward flags are flat (``--w_toxicity 2``); ``--reward.weights.toxicity 2`` and a nested
+``reward: {weights: {toxicity: 2}}`` in the YAML mean the same. Runs as one process, under
+``accelerate launch`` (configs in ``configs/accelerate/``), and as 2+ CPU processes with
+``ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 rl/ppo.py ...``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__" and __package__ in (None, ""):
+    # Run as a file (accelerate launch rl/ppo.py): import the project, not sibling modules.
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import logging
+import time
+
+from detoxrl.config import DetoxParser, run_cli, save_resolved_config
+from detoxrl.data import DataConfig, group_references, load_detox_data
+from detoxrl.log import setup_logging
+from detoxrl.models.config import DetoxModelConfig
+from detoxrl.resume import resolve_resume
+from detoxrl.vocab import VocabConfig, load_lexicon
+from rewards.composite import CompositeReward, RewardConfig
+from rl.config import DetoxPPOConfig
+
+log = logging.getLogger("detoxrl")
+CONFIGS = [DataConfig, VocabConfig, DetoxModelConfig, RewardConfig, DetoxPPOConfig]
+
+
+def reward_alias(name: str) -> str:
+    """``reward.weights.toxicity`` -> ``w_toxicity``; ``reward.form`` -> ``form``; other names unchanged."""
+    parts = name.split(".")
+    if parts[:2] == ["reward", "weights"] and len(parts) == 3:
+        return f"w_{parts[2]}"
+    if parts[0] == "reward" and len(parts) == 2:
+        return parts[1]
+    return name
+
+
+def parse(args=None):
+    return DetoxParser(CONFIGS, prog="rl/ppo.py", aliases=reward_alias).parse(args)
+
+
+def training_sources(pairs, formatter, max_prompt_length: int) -> list[str]:
+    """Distinct sources of the training pairs whose prompt fits ``max_prompt_length`` tokens."""
+    sources = list(dict.fromkeys(p.source for p in pairs))
+    lengths = [len(ids) for ids in formatter.tokenizer([formatter.prompt(s) for s in sources],
+                                                       add_special_tokens=True)["input_ids"]]
+    kept = [s for s, n in zip(sources, lengths) if n <= max_prompt_length]
+    if len(kept) < len(sources):
+        log.info("training sources: %d of %d fit max_prompt_length %d", len(kept), len(sources), max_prompt_length)
+    return kept
+
+
+def run(args=None) -> dict:
+    setup_logging()
+    data_cfg, vocab_cfg, model_cfg, reward_cfg, ppo_args = parse(args)
+    from rl.trainer import seed_everything
+
+    seed_everything(ppo_args.seed)  # before the adapter and value head are initialised
+    resume = resolve_resume(ppo_args.resume_from_checkpoint, ppo_args.output_dir)
+    data = load_detox_data(data_cfg)
+    lexicon = load_lexicon(vocab_cfg)
+
+    from rl.policy import load_policy
+
+    policy = load_policy(model_cfg, ppo_args.policy_adapter, ppo_args.critic)
+    reward = CompositeReward(reward_cfg, vocab_cfg)
+    log.info("reward: %s", reward.describe())
+    prompts = training_sources(data.train, policy.formatter, ppo_args.max_prompt_length)
+    dev_sources, dev_refs = group_references(data.dev, ppo_args.eval_samples, ppo_args.seed)
+
+    from rl.dev_eval import dev_evaluator
+
+    evaluator = dev_evaluator(policy.formatter, lexicon, reward, dev_sources, dev_refs,
+                              ppo_args.max_new_tokens) if ppo_args.eval_samples else None
+    start = time.perf_counter()
+    if ppo_args.algorithm != "ppo":
+        from rl.trl_algos import run_trl
+
+        summary = run_trl(ppo_args, policy, reward, prompts, model_cfg, evaluator, resume)
+        save_resolved_config(os.path.join(ppo_args.output_dir, "resolved_config.yaml"), data_cfg, vocab_cfg,
+                             model_cfg, reward_cfg, ppo_args)
+        return summary
+
+    from rl.save import save_ppo_result
+    from rl.trainer import DetoxPPOTrainer
+
+    trainer = DetoxPPOTrainer(ppo_args, policy, reward, prompts, evaluator=evaluator)
+    summary = trainer.train(resume_from=resume)
+    minutes = (time.perf_counter() - start) / 60
+    summary["train_minutes"] = round(minutes, 2)
+    if trainer.accelerator.is_main_process:
+        out = ppo_args.output_dir
+        save_ppo_result(trainer, model_cfg, summary, {
+            "algorithm": "PPO", "family": policy.family, "finetuning": model_cfg.finetuning,
+            "policy_adapter": ppo_args.policy_adapter, "reward": reward.describe(), "steps": summary["steps"],
+            "batch": ppo_args.rollout_batch_size * trainer.accelerator.num_processes, "minutes": minutes})
+        save_resolved_config(os.path.join(out, "resolved_config.yaml"), data_cfg, vocab_cfg, model_cfg, reward_cfg,
+                             ppo_args)
+        log.info("saved to %s: adapter/, merged/, value_head.safetensors, detoxrl.json, README.md (%.1f min)",
+                 out, minutes)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()  # closes trackers (and the process group)
+    return summary
+
+
+def main(args=None) -> int:
+    return run_cli(run, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

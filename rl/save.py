@@ -1,0 +1,79 @@
+"""Writing the RL result, in the same run-folder layout as the SFT stage (``detoxrl.models.runs``).
+
+    adapter/                the policy adapter (or full model) + tokenizer
+    merged/                 the adapter folded in (full precision) + tokenizer
+    value_head.safetensors  the value head (and the critic's trainable weights when separate)
+    detoxrl.json            family, prompt, generation settings, stage "ppo", parent run, metrics
+    README.md               model card with the before/after dev metrics
+    resolved_config.yaml    written by rl/ppo.py
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from safetensors.torch import save_file
+
+from detoxrl.io import atomic_write_text
+from sft.save import save_folder, save_merged, write_detoxrl_json
+
+CARD = """---
+library_name: transformers
+base_model: {base}
+tags: [detoxification, text-style-transfer, detoxrl, ppo]
+---
+# {name}
+
+A detoxification model: it rewrites toxic text into polite text that keeps the meaning. Trained
+with [detoxrl](https://github.com/detoxrl/detoxrl)'s RL stage ({algorithm}) from the SFT model
+`{parent}`.
+
+| setting | value |
+|---|---|
+| policy | {family}, {finetuning}, adapter {policy_adapter} |
+| reward | {reward} |
+| steps | {steps} x {batch} rollouts |
+| training time | {minutes:.1f} min |
+
+## Dev metrics before and after ({n} dev inputs, greedy decoding)
+
+Scored with the reward's own judges; run `detox-eval` for judges independent of the reward.
+
+| metric | before | after |
+|---|---:|---:|
+{rows}
+
+Load it like any transformers model from `merged/`; build prompts as `detoxrl.json` says, or use
+`detox --model <this folder>`.
+"""
+
+
+def save_ppo_result(trainer, model_cfg, summary: dict, info: dict) -> None:
+    """Write adapter/, merged/, value_head.safetensors, detoxrl.json and README.md (main process only)."""
+    out = trainer.args.output_dir
+    module = trainer.unwrapped
+    policy, tok = module.policy, trainer.policy.tokenizer
+    adapter_dir = os.path.join(out, "adapter")
+    save_folder(policy, tok, adapter_dir)
+    head = {f"value_head.{k}": v.detach().contiguous().cpu() for k, v in module.value_head.state_dict().items()}
+    if module.critic is not None:
+        head.update({f"critic.{n}": p.detach().contiguous().cpu() for n, p in module.critic.named_parameters()
+                     if p.requires_grad})
+    save_file(head, os.path.join(out, ".value_head.tmp"))
+    os.replace(os.path.join(out, ".value_head.tmp"), os.path.join(out, "value_head.safetensors"))
+    run = trainer.policy.run
+    base = run.base_model if trainer.policy.ref_adapter else run.weights
+    if trainer.args.merge_adapter and trainer.policy.is_peft:
+        base_cfg = replace(model_cfg, model_name_or_path=base)
+        save_merged(policy, tok, base_cfg, trainer.policy.family, adapter_dir, os.path.join(out, "merged"))
+    write_detoxrl_json(out, trainer.policy.family, os.path.abspath(base) if os.path.isdir(base) else base,
+                       trainer.policy.formatter.cfg, trainer.policy.formatter.format, run.generation(),
+                       {"finetuning": model_cfg.finetuning, "stage": trainer.args.algorithm, "parent": run.ref,
+                        "metrics": summary})
+    before, after = summary.get("before", {}), summary.get("after", {})
+    rows = "\n".join(f"| {k} | {before.get(k, float('nan')):.4f} | {after.get(k, float('nan')):.4f} |"
+                     for k in sorted(set(before) | set(after)))
+    atomic_write_text(os.path.join(out, "README.md"), CARD.format(
+        base=run.base_model or run.weights, name=os.path.basename(os.path.abspath(out)), parent=run.ref,
+        rows=rows, n=trainer.args.eval_samples, **info))

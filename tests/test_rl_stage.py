@@ -1,0 +1,116 @@
+"""``rl/stage.py`` (reuse / resume / fresh decisions, output capture) and named cache classifiers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import pytest
+import yaml
+
+from detoxrl.errors import UserError
+from rl.stage import RESOLVED, Stage, capture, comparable, config_diff, fingerprint, to_argv
+
+CFG = {"Train": {"learning_rate": 0.1, "max_steps": 4, "report_to": "none", "save_steps": 2}}
+
+
+def _finish(folder, config=CFG):
+    (folder / RESOLVED).write_text(yaml.safe_dump(config))
+    (folder / "detoxrl.json").write_text('{"metrics": {"train_minutes": 1.0}}')
+
+
+def test_comparable_drops_logging_and_checkpoint_fields():
+    a = comparable(CFG)
+    b = comparable({"Train": {**CFG["Train"], "report_to": "tensorboard", "save_steps": 50,
+                              "resume_from_checkpoint": "latest"}})
+    assert a == b == {"Train": {"learning_rate": 0.1, "max_steps": 4}}
+    assert config_diff(a, comparable({"Train": {"learning_rate": 0.2, "max_steps": 4}})) == \
+        "Train.learning_rate: 0.1 -> 0.2"
+
+
+def test_plan_reuse_resume_fresh(tmp_path):
+    out = tmp_path / "run"
+    stage = Stage("t", str(out), comparable(CFG), {"sft": "abc"}, (RESOLVED, "detoxrl.json"))
+    assert stage.plan() == ("fresh", "no output yet")
+    stage.prepare("fresh")
+    assert stage.plan()[0] == "fresh"  # marker but no checkpoint
+    (out / "checkpoint-2").mkdir()
+    (out / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    assert stage.plan() == ("resume", "unfinished; resuming from checkpoint-2")
+    other = Stage("t", str(out), comparable({"Train": {"learning_rate": 0.3, "max_steps": 4}}), {"sft": "abc"})
+    action, reason = other.plan()
+    assert action == "fresh" and "learning_rate: 0.1 -> 0.3" in reason
+    _finish(out)
+    assert stage.plan() == ("reuse", "finished with the same config")
+    assert stage.plan(force=True)[0] == "fresh"
+    changed_input = Stage("t", str(out), comparable(CFG), {"sft": "xyz"}, (RESOLVED, "detoxrl.json"))
+    action, reason = changed_input.plan()
+    assert action == "fresh" and "sft abc -> xyz" in reason
+    # a fresh start moves checkpoints and results aside, once
+    changed_input.prepare("fresh")
+    assert sorted(os.listdir(tmp_path / "run.previous")) == ["checkpoint-2", "detoxrl.json", RESOLVED, "stage.yaml"]
+    assert os.listdir(out) == ["stage.yaml"]
+
+
+def test_prepare_keeps_a_folder_with_only_logs(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "train.log").write_text("attempt 1 failed\n")
+    Stage("t", str(out), {}).prepare("fresh")
+    assert (out / "train.log").read_text() == "attempt 1 failed\n" and not (tmp_path / "run.previous").exists()
+
+
+def test_fingerprint_follows_the_card(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    _finish(run)
+    first = fingerprint(str(run))
+    assert first == fingerprint(str(run)) and first.startswith("detoxrl.json:")
+    (run / "detoxrl.json").write_text('{"metrics": {"train_minutes": 2.0}}')
+    second = fingerprint(str(run))
+    assert second != first
+    os.utime(run / "detoxrl.json", ns=(1, 1))  # rewritten with the same content: still a new run
+    assert fingerprint(str(run)) != second
+    assert fingerprint("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_to_argv_renders_like_the_yaml_parser():
+    assert to_argv({"w_fluency": 0, "merge_adapter": False, "lora_target_modules": ["all-linear"],
+                    "reward": {"weights": {"toxicity": 2}}}) == [
+        "--w_fluency", "0", "--merge_adapter", "false", "--lora_target_modules", "all-linear",
+        "--reward.weights.toxicity", "2"]
+    with pytest.raises(ValueError, match="null cannot be passed"):
+        to_argv({"max_train_pairs": None})
+
+
+def test_capture_tees_output_and_logs_into_the_file(tmp_path, capsys):
+    path = tmp_path / "logs" / "s.log"
+    with pytest.raises(RuntimeError):
+        with capture(str(path)):
+            print("to stdout")
+            sys.stderr.write("progress\r")
+            logging.getLogger("detoxrl").warning("a log line")
+            raise RuntimeError("boom")
+    text = path.read_text()
+    assert "to stdout" in text and "progress" in text and "a log line" in text and "RuntimeError: boom" in text
+    assert "to stdout" in capsys.readouterr().out  # still on the console
+    print("after")
+    assert "after" not in path.read_text()
+
+
+def test_named_cache_classifiers_resolve_to_the_cache(tmp_path, monkeypatch):
+    from rewards.toxicity.default import resolve_classifier_ref
+
+    monkeypatch.setenv("DETOXRL_CACHE", str(tmp_path))
+    with pytest.raises(UserError, match="'detoxrl-toxicity-minilm-external' is not trained yet.*"
+                                        "detox-train-toxicity --output_dir .*detoxrl-toxicity-minilm-external"):
+        resolve_classifier_ref("detoxrl-toxicity-minilm-external", "judge_toxicity_model")
+    folder = tmp_path / "models" / "detoxrl-toxicity-minilm-external"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    assert resolve_classifier_ref("detoxrl-toxicity-minilm-external") == str(folder)
+    assert resolve_classifier_ref("s-nlp/roberta_toxicity_classifier") == "s-nlp/roberta_toxicity_classifier"
+    with pytest.raises(UserError, match="detox-train-toxicity\\)? once|`detox-train-toxicity` once"):
+        resolve_classifier_ref("detoxrl-toxicity-minilm")
