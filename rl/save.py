@@ -34,7 +34,7 @@ with [detoxrl](https://github.com/detoxrl/detoxrl)'s RL stage ({algorithm}) from
 | policy | {family}, {finetuning}, adapter {policy_adapter} |
 | reward | {reward} |
 | steps | {steps} x {batch} rollouts |
-| training time | {minutes:.1f} min |
+| run time | {minutes:.1f} min (training and both dev samples) |
 
 ## Dev metrics before and after ({n} dev inputs, greedy decoding)
 

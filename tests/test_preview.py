@@ -1,4 +1,4 @@
-"""The main job (``detox-preview``) end to end: on a tiny model, and on the real embedded defaults."""
+"""The data preview and smoke check (``detox-preview``) end to end: on a tiny model, and on the real embedded defaults."""
 
 from __future__ import annotations
 
