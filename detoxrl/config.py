@@ -152,9 +152,13 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+SECRET_FIELDS = re.compile(r"(^|_)token$")  # hub_token and the like never reach a saved config
+
+
 def resolved_config_dict(*configs) -> dict[str, dict[str, Any]]:
-    """The parsed dataclasses as ``{ClassName: {field: value}}``, ready for YAML."""
-    return {type(cfg).__name__: {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)} for cfg in configs}
+    """The parsed dataclasses as ``{ClassName: {field: value}}``, ready for YAML (secrets left out)."""
+    return {type(cfg).__name__: {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+                                 if not SECRET_FIELDS.search(f.name)} for cfg in configs}
 
 
 def save_resolved_config(path: str, *configs) -> None:

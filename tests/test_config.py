@@ -111,3 +111,17 @@ def test_required_field_may_come_from_cli_or_yaml(tmp_path):
 def test_empty_list_in_yaml(tmp_path):
     (toy,) = DetoxParser([Toy], prog="t").parse(["--config", _yaml(tmp_path, {"names": []})])
     assert toy.names == []
+
+
+def test_resolved_config_leaves_tokens_out():
+    from dataclasses import dataclass
+
+    from detoxrl.config import resolved_config_dict
+
+    @dataclass
+    class Args:
+        hub_token: str | None = "hf_secret"
+        learning_rate: float = 1e-4
+        max_new_tokens: int = 8
+
+    assert resolved_config_dict(Args()) == {"Args": {"learning_rate": 1e-4, "max_new_tokens": 8}}
