@@ -35,14 +35,14 @@ def setup(model: str, batch: int, steps: int, extra: list[str]):
     from detoxrl.data import load_detox_data
     from rewards.composite import CompositeReward
     from rl.policy import load_policy
-    from rl.trainer import seed_everything
+    from transformers import set_seed
 
     data_cfg, vocab_cfg, model_cfg, reward_cfg, args = parse([
         "--config", "configs/rl/default.yaml", "--model_name_or_path", model, "--report_to", "none",
         "--rollout_batch_size", str(batch), "--max_steps", str(steps), "--ppo_epochs", "1", "--save_steps", "0",
         "--eval_samples", "0", "--sample_every", "0", "--disable_tqdm", "true", "--output_dir", tempfile.mkdtemp(),
         *extra])
-    seed_everything(args.seed)
+    set_seed(args.seed)
     policy = load_policy(model_cfg)
     prompts = training_sources(load_detox_data(data_cfg).train, policy.formatter, args.max_prompt_length)
     return args, policy, CompositeReward(reward_cfg, vocab_cfg), prompts, model_cfg

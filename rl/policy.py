@@ -72,8 +72,6 @@ def load_policy(model_cfg: DetoxModelConfig, policy_adapter: str = "new", critic
     else:
         loaded = load_model(replace(model_cfg, model_name_or_path=run.weights))
         model, tok, family, ref_adapter = loaded.model, loaded.tokenizer, loaded.family, None
-    if tok.pad_token_id is None:
-        raise UserError(f"tokenizer of '{run.ref}' has no pad token and none can be set; set tokenizer_name_or_path")
     formatter = PromptFormatter(run.prompt_config(), tok, family)
     ref_model = None
     if model_cfg.finetuning == "full":

@@ -66,9 +66,9 @@ def training_sources(pairs, formatter, max_prompt_length: int) -> list[str]:
 def run(args=None) -> dict:
     setup_logging()
     data_cfg, vocab_cfg, model_cfg, reward_cfg, ppo_args = parse(args)
-    from rl.trainer import seed_everything
+    from transformers import set_seed
 
-    seed_everything(ppo_args.seed)  # before the adapter and value head are initialised
+    set_seed(ppo_args.seed)  # before the adapter and value head are initialised
     resume = resolve_resume(ppo_args.resume_from_checkpoint, ppo_args.output_dir)
     data = load_detox_data(data_cfg)
     lexicon = load_lexicon(vocab_cfg)

@@ -49,28 +49,36 @@ Load it like any transformers model from `merged/`; build prompts as `detoxrl.js
 """
 
 
+def save_policy(out: str, policy, model, model_cfg, stage: str, summary: dict, merge: bool) -> None:
+    """adapter/, merged/ (when ``merge`` and the policy is an adapter) and detoxrl.json, for any RL algorithm.
+
+    ``policy`` is the ``rl.policy.Policy`` the run started from, ``model`` the trained (unwrapped) policy model.
+    """
+    tok, run = policy.tokenizer, policy.run
+    adapter_dir = os.path.join(out, "adapter")
+    save_folder(model, tok, adapter_dir)
+    base = run.base_model if policy.ref_adapter else run.weights  # what adapter/ applies to
+    if merge and policy.is_peft:
+        save_merged(model, tok, replace(model_cfg, model_name_or_path=base), policy.family, adapter_dir,
+                    os.path.join(out, "merged"))
+    write_detoxrl_json(out, policy.family, os.path.abspath(base) if os.path.isdir(base) else base,
+                       policy.formatter.cfg, policy.formatter.format, run.generation(),
+                       {"finetuning": model_cfg.finetuning, "stage": stage, "parent": run.ref, "metrics": summary})
+
+
 def save_ppo_result(trainer, model_cfg, summary: dict, info: dict) -> None:
     """Write adapter/, merged/, value_head.safetensors, detoxrl.json and README.md (main process only)."""
     out = trainer.args.output_dir
     module = trainer.unwrapped
-    policy, tok = module.policy, trainer.policy.tokenizer
-    adapter_dir = os.path.join(out, "adapter")
-    save_folder(policy, tok, adapter_dir)
     head = {f"value_head.{k}": v.detach().contiguous().cpu() for k, v in module.value_head.state_dict().items()}
     if module.critic is not None:
         head.update({f"critic.{n}": p.detach().contiguous().cpu() for n, p in module.critic.named_parameters()
                      if p.requires_grad})
+    save_policy(out, trainer.policy, module.policy, model_cfg, trainer.args.algorithm, summary,
+                trainer.args.merge_adapter)
     save_file(head, os.path.join(out, ".value_head.tmp"))
     os.replace(os.path.join(out, ".value_head.tmp"), os.path.join(out, "value_head.safetensors"))
     run = trainer.policy.run
-    base = run.base_model if trainer.policy.ref_adapter else run.weights
-    if trainer.args.merge_adapter and trainer.policy.is_peft:
-        base_cfg = replace(model_cfg, model_name_or_path=base)
-        save_merged(policy, tok, base_cfg, trainer.policy.family, adapter_dir, os.path.join(out, "merged"))
-    write_detoxrl_json(out, trainer.policy.family, os.path.abspath(base) if os.path.isdir(base) else base,
-                       trainer.policy.formatter.cfg, trainer.policy.formatter.format, run.generation(),
-                       {"finetuning": model_cfg.finetuning, "stage": trainer.args.algorithm, "parent": run.ref,
-                        "metrics": summary})
     before, after = summary.get("before", {}), summary.get("after", {})
     rows = "\n".join(f"| {k} | {before.get(k, float('nan')):.4f} | {after.get(k, float('nan')):.4f} |"
                      for k in sorted(set(before) | set(after)))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass, field
 
@@ -245,10 +244,7 @@ class DetoxPPOTrainer:
 
     # ---------------------------------------------------------------------------------------------- helpers
     def _mean_all(self, value: float) -> float:
-        if self.accelerator.num_processes == 1:
-            return value
-        t = torch.tensor([value], device=self.accelerator.device)
-        return float(self.accelerator.reduce(t, reduction="mean"))
+        return self._reduce({"value": value})["value"]
 
     def _reduce(self, stats: dict[str, float]) -> dict[str, float]:
         """Mean of every stat over processes (NaN-free stats only; NaN stays local)."""
@@ -273,7 +269,3 @@ def _cell(text: str) -> str:
 def _fmt(metrics: dict) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float) and not math.isnan(v))
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 
 import torch
 
@@ -118,25 +117,15 @@ def build_trl_trainer(args, policy, reward: CompositeReward, prompts: list[str])
 
 def run_trl(args, policy, reward, prompts, model_cfg, evaluator=None, resume: str | None = None) -> dict:
     """Train with TRL's GRPO/RLOO and save the run folder like the PPO stage does."""
-    from sft.save import save_folder, save_merged, write_detoxrl_json
+    from rl.save import save_policy
 
     trainer = build_trl_trainer(args, policy, reward, prompts)
     before = evaluator(policy.model) if evaluator else {}
     result = trainer.train(resume_from_checkpoint=resume)
-    after = evaluator(trainer.accelerator.unwrap_model(trainer.model)) if evaluator else {}
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    after = evaluator(model) if evaluator else {}
     summary = {"before": before, "after": after, "steps": trainer.state.global_step,
                "train_loss": result.training_loss}
     if trainer.is_world_process_zero():
-        out = args.output_dir
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        adapter_dir = os.path.join(out, "adapter")
-        save_folder(model, policy.tokenizer, adapter_dir)
-        if args.merge_adapter and policy.is_peft:
-            from dataclasses import replace
-
-            save_merged(model, policy.tokenizer, replace(model_cfg, model_name_or_path=policy.run.weights),
-                        policy.family, adapter_dir, os.path.join(out, "merged"))
-        write_detoxrl_json(out, policy.family, policy.run.weights, policy.formatter.cfg, policy.formatter.format,
-                           policy.run.generation(), {"finetuning": model_cfg.finetuning, "stage": args.algorithm,
-                                                     "parent": policy.run.ref, "metrics": summary})
+        save_policy(args.output_dir, policy, model, model_cfg, args.algorithm, summary, args.merge_adapter)
     return summary

@@ -6,12 +6,13 @@ import json
 import shutil
 
 import torch
+from transformers import set_seed
 
 from detoxrl.models.config import DetoxModelConfig
 from rewards.composite import RewardBreakdown
 from rl.config import DetoxPPOConfig
 from rl.policy import load_policy
-from rl.trainer import DetoxPPOTrainer, seed_everything
+from rl.trainer import DetoxPPOTrainer
 
 PROMPTS = ["you are a stupid idiot", "this is some bullshit", "what a stupid day", "nobody likes you"]
 
@@ -52,7 +53,7 @@ def ppo_args(out, **kw) -> DetoxPPOConfig:
 
 def make_trainer(model_dir: str, out, reward=None, finetuning: str = "full", seed: int = 0, policy_adapter="new",
                  critic="shared", **kw) -> DetoxPPOTrainer:
-    seed_everything(seed)
+    set_seed(seed)
     mc = DetoxModelConfig(model_name_or_path=model_dir, finetuning=finetuning, lora_r=4, lora_alpha=8,
                           lora_target_modules=["all-linear"])
     policy = load_policy(mc, policy_adapter, critic)

@@ -129,5 +129,4 @@ def test_two_cpu_processes_under_torchrun(tiny_dir, toy_data, tmp_path):
 
     rng = torch.load(out / "checkpoint-1" / "rng_state.pt", weights_only=True)
     assert len(rng) == 2  # one RNG state per process
-    card = json.loads((out / "detoxrl.json").read_text())
     assert "2 x 8 rollouts" in (out / "README.md").read_text()  # 2 processes x 4 rollouts
