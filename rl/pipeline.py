@@ -9,9 +9,9 @@ Stages, in order, each in-process with its log in ``<output_root>/logs/<stage>.l
 1. ``judges``: the toxicity classifiers the preset lists (``detox-train-toxicity`` into the detoxrl cache),
    trained only when missing;
 2. ``sft``: ``sft/train.py`` with the preset's ``sft.config`` + ``common`` + ``sft.overrides``, into
-   ``<output_root>/sft``;
+   ``sft.output_dir`` (default ``<output_root>/sft``);
 3. ``ppo``: ``rl/ppo.py`` with ``ppo.config`` + ``common`` + ``ppo.overrides``, starting from the SFT output
-   (``model_name_or_path``), into ``<output_root>/ppo``;
+   (``model_name_or_path``), into ``ppo.output_dir`` (default ``<output_root>/ppo``);
 4. ``eval``: one ``detox-eval`` call with ``eval.config`` scoring the baselines, the SFT model and the PPO
    model side by side into ``<output_root>/eval`` (``eval.json``, ``eval.md``, ``eval_sentences.tsv``);
    its table is printed at the end.
@@ -26,7 +26,7 @@ Preset YAML::
     output_root: outputs/pipeline/quick
     common: {dataset: ..., lexicon_dir: ...}      # fields given to every stage that has them
     judges: [{name: detoxrl-toxicity-minilm, config: configs/rewards/train_toxicity.yaml, overrides: {}}]
-    sft: {config: configs/sft/default.yaml, overrides: {max_steps: 40, ...}}
+    sft: {config: configs/sft/default.yaml, overrides: {max_steps: 40, ...}}   # output_dir: optional
     ppo: {config: configs/rl/default.yaml, overrides: {max_steps: 10, ...}}
     eval: {config: configs/eval/default.yaml, max_eval_sentences: 100, baselines: [duplicate, delete],
            overrides: {}}
@@ -50,7 +50,7 @@ log = logging.getLogger("detoxrl")
 
 STAGES = ("judges", "sft", "ppo", "eval")
 TOP_KEYS = {"description", "output_root", "common", "judges", "sft", "ppo", "eval"}
-STAGE_KEYS = {"config", "overrides"}
+STAGE_KEYS = {"config", "overrides", "output_dir"}
 EVAL_KEYS = {"config", "overrides", "max_eval_sentences", "baselines"}
 JUDGE_KEYS = {"name", "config", "overrides"}
 RESERVED = {"output_dir", "resume_from_checkpoint"}
@@ -101,6 +101,12 @@ class Pipeline:
         if not self.root or not isinstance(self.root, str):
             raise ConfigError(f"{where}: output_root is missing")
         self.dirs = {s: os.path.join(self.root, s) for s in ("sft", "ppo", "eval")}
+        for name in ("sft", "ppo"):  # a preset may name them; --output_root puts every stage under it
+            chosen = mapping(raw.get(name), f"{where}: {name}").get("output_dir")
+            if chosen is not None and output_root is None:
+                if not isinstance(chosen, str) or not chosen:
+                    raise ConfigError(f"{where}: {name}: output_dir must be a folder path")
+                self.dirs[name] = chosen
         common = mapping(raw.get("common"), f"{where}: common")
 
         from rewards import evaluate
@@ -247,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--preset", default="quick",
                        help="quick | full (configs/pipeline/<preset>.yaml). Default quick.")
     which.add_argument("--config", help="A preset YAML of your own (see configs/pipeline/quick.yaml).")
-    ap.add_argument("--output_root", help="Override the preset's output_root.")
+    ap.add_argument("--output_root", help="Override the preset's output_root (every stage then writes under it).")
     ap.add_argument("--rerun", nargs="+", choices=STAGES, default=[],
                     help="Run these stages again even if finished (later stages follow, as their inputs change).")
     return ap

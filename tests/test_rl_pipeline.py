@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+import yaml
 
 from detoxrl.errors import ConfigError
 from rl.pipeline import Pipeline, main, preset_path, run
@@ -88,6 +89,30 @@ def test_pipeline_runs_reuses_and_reruns_a_changed_stage(tiny_dir, toy_data, tmp
     assert (root / "sft.previous" / "detoxrl.json").read_text() == sft_card  # the old run, moved aside
 
 
+def test_preset_output_dir_shares_a_stand_alone_run(tiny_dir, toy_data, tmp_path, encoder):
+    """sft.output_dir / ppo.output_dir: the stages write where the stand-alone commands do, and a finished
+    stand-alone run of the same config is reused; --output_root puts every stage back under it."""
+    from sft import train as sft_train
+
+    raw = yaml.safe_load(open(_preset(tmp_path, toy_data, encoder, tiny_dir("llama"))))
+    raw["sft"]["output_dir"] = str(tmp_path / "alone" / "sft")
+    raw["ppo"]["output_dir"] = str(tmp_path / "alone" / "ppo")
+    preset = write_yaml(tmp_path / "shared.yaml", raw)
+    p = Pipeline(preset)
+    assert p.dirs == {"sft": str(tmp_path / "alone" / "sft"), "ppo": str(tmp_path / "alone" / "ppo"),
+                      "eval": str(tmp_path / "pipe" / "eval")}
+    assert p.parse("ppo")[2].model_name_or_path == p.dirs["sft"]
+    assert p.stage("sft").plan()[0] == "fresh"
+    sft_train.run(p.argv("sft"))  # what `sft/train.py --config ... --output_dir alone/sft` does
+    assert p.stage("sft").plan() == ("reuse", "finished with the same config")
+
+    other = Pipeline(preset, output_root=str(tmp_path / "elsewhere"))
+    assert other.dirs["sft"] == str(tmp_path / "elsewhere" / "sft")
+    raw["sft"]["output_dir"] = 3
+    with pytest.raises(ConfigError, match="sft: output_dir must be a folder path"):
+        Pipeline(write_yaml(tmp_path / "bad.yaml", raw))
+
+
 def test_preset_errors_are_one_line(tmp_path, capsys):
     sft = os.path.join(ROOT, "configs", "sft", "default.yaml")
     cases = [({"ppo": {"overrides": {"model_name_or_path": "x"}}}, "'model_name_or_path' is set by detox-pipeline"),
@@ -112,6 +137,9 @@ def test_shipped_presets_parse(path):
     assert p.parse("ppo")[2].model_name_or_path == p.dirs["sft"]
     systems = p.parse("eval")[0].systems
     assert systems[-2:] == [f"sft={p.dirs['sft']}", f"ppo={p.dirs['ppo']}"] and "duplicate" in systems
+    if name == "full":  # it shares the stand-alone default runs, so either one reuses the other
+        assert (p.dirs["sft"], p.dirs["ppo"]) == ("outputs/sft/default", "outputs/rl/default")
+        assert p.parse("sft")[4].output_dir == "outputs/sft/default"
     if name == "quick":
         sft_args = p.parse("sft")[4]
         assert (sft_args.max_steps, sft_args.per_device_train_batch_size) == (40, 8)
