@@ -103,9 +103,9 @@ class Pipeline:
         self.dirs = {s: os.path.join(self.root, s) for s in ("sft", "ppo", "eval")}
         for name in ("sft", "ppo"):  # a preset may name them; --output_root puts every stage under it
             chosen = mapping(raw.get(name), f"{where}: {name}").get("output_dir")
+            if chosen is not None and (not isinstance(chosen, str) or not chosen):
+                raise ConfigError(f"{where}: {name}: output_dir must be a folder path")
             if chosen is not None and output_root is None:
-                if not isinstance(chosen, str) or not chosen:
-                    raise ConfigError(f"{where}: {name}: output_dir must be a folder path")
                 self.dirs[name] = chosen
         common = mapping(raw.get("common"), f"{where}: common")
 
