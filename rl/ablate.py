@@ -52,7 +52,8 @@ from detoxrl.errors import ConfigError, UserError
 from detoxrl.io import atomic_write_text
 from detoxrl.log import setup_logging
 from detoxrl.paths import resolve_path
-from rl.stage import mapping, RESOLVED, Stage, capture, comparable, fingerprint, one_line, read_yaml, to_argv, write_json
+from rl.stage import (RESOLVED, Stage, capture, check_keys, comparable, dotted, fingerprint, mapping, one_line, read_yaml,
+                      to_argv, write_json)
 
 log = logging.getLogger("detoxrl")
 
@@ -88,12 +89,6 @@ class AblationConfig:
     description: str = ""
 
 
-def _unknown(keys, allowed, where: str) -> None:
-    extra = sorted(set(keys) - allowed)
-    if extra:
-        raise ConfigError(f"{where}: unknown key '{extra[0]}' (expected: {', '.join(sorted(allowed))})")
-
-
 def _config_file(value, where: str) -> str:
     if not value or not isinstance(value, str):
         raise ConfigError(f"{where} must be the path of a YAML config")
@@ -112,9 +107,9 @@ def load_config(path: str, output_dir: str | None = None) -> AblationConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"detox-ablate: {path}: must be a YAML mapping (base_config, output_dir, variants, ...)")
     where = f"detox-ablate: {path}"
-    _unknown(raw, TOP_KEYS, where)
+    check_keys(raw, TOP_KEYS, where)
     ev = mapping(raw.get("eval"), f"{where}: eval")
-    _unknown(ev, EVAL_KEYS, f"{where}: eval")
+    check_keys(ev, EVAL_KEYS, f"{where}: eval")
     overrides = mapping(raw.get("overrides"), f"{where}: overrides")
     bad = RESERVED & set(overrides)
     if bad:
@@ -128,7 +123,7 @@ def load_config(path: str, output_dir: str | None = None) -> AblationConfig:
         vw = f"{where}: variants[{i}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{vw} must be a mapping with name and overrides")
-        _unknown(item, VARIANT_KEYS, vw)
+        check_keys(item, VARIANT_KEYS, vw)
         name = str(item.get("name") or "")
         if not NAME.match(name) or name.endswith(".previous"):
             raise ConfigError(f"{vw}: name '{name}' must be letters, digits, '_', '-' or '.' (it names a folder)")
@@ -181,17 +176,7 @@ def eval_argv(cfg: AblationConfig, systems: list[str], out_dir: str) -> list[str
 
 
 def describe_overrides(overrides: dict) -> str:
-    return " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in _flat(overrides).items())
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+    return " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in dotted(overrides).items())
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -220,7 +205,7 @@ class Grid:
         """Every override names an rl/ppo.py field (dotted reward aliases included), with a did-you-mean hint."""
         import difflib
 
-        for key in _flat(overrides):
+        for key in dotted(overrides):
             name = self.ppo.reward_alias(key)
             if name not in self._known:
                 hint = difflib.get_close_matches(name, self._known, n=1)

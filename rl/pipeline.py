@@ -44,7 +44,8 @@ from detoxrl.config import DetoxParser, resolved_config_dict, run_cli
 from detoxrl.errors import ConfigError
 from detoxrl.log import setup_logging
 from detoxrl.paths import resolve_path
-from rl.stage import mapping, RESOLVED, Stage, capture, comparable, fingerprint, read_yaml, to_argv, write_json
+from rl.stage import (RESOLVED, Stage, capture, check_keys, comparable, fingerprint, mapping, read_yaml, to_argv,
+                      write_json)
 
 log = logging.getLogger("detoxrl")
 
@@ -56,12 +57,6 @@ JUDGE_KEYS = {"name", "config", "overrides"}
 RESERVED = {"output_dir", "resume_from_checkpoint"}
 DEFAULT_CONFIGS = {"sft": "configs/sft/default.yaml", "ppo": "configs/rl/default.yaml",
                    "eval": "configs/eval/default.yaml", "judges": "configs/rewards/train_toxicity.yaml"}
-
-
-def _check_keys(d: dict, allowed: set, where: str) -> None:
-    extra = sorted(set(d) - allowed)
-    if extra:
-        raise ConfigError(f"{where}: unknown key '{extra[0]}' (expected: {', '.join(sorted(allowed))})")
 
 
 def _config_file(value, where: str) -> str:
@@ -94,7 +89,7 @@ class Pipeline:
         where = f"detox-pipeline: {path}"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a YAML mapping (output_root, sft, ppo, eval, ...)")
-        _check_keys(raw, TOP_KEYS, where)
+        check_keys(raw, TOP_KEYS, where)
         self.path = path
         self.description = str(raw.get("description") or "").strip()
         self.root = output_root or raw.get("output_root")
@@ -122,7 +117,7 @@ class Pipeline:
         self.sections = {}
         for name in ("sft", "ppo", "eval"):
             section = mapping(raw.get(name), f"{where}: {name}")
-            _check_keys(section, EVAL_KEYS if name == "eval" else STAGE_KEYS, f"{where}: {name}")
+            check_keys(section, EVAL_KEYS if name == "eval" else STAGE_KEYS, f"{where}: {name}")
             overrides = mapping(section.get("overrides"), f"{where}: {name}: overrides")
             reserved = RESERVED | ({"model_name_or_path"} if name == "ppo" else set()) | (
                 {"systems"} if name == "eval" else set())
@@ -147,7 +142,7 @@ class Pipeline:
             jw = f"{where}: judges[{i}]"
             if not isinstance(j, dict) or not j.get("name"):
                 raise ConfigError(f"{jw} must be a mapping with a name (a detoxrl-toxicity-* classifier)")
-            _check_keys(j, JUDGE_KEYS, jw)
+            check_keys(j, JUDGE_KEYS, jw)
             self.judges.append({"name": str(j["name"]), "config": _config_file(j.get("config",
                                                                                       DEFAULT_CONFIGS["judges"]), jw),
                                 "overrides": mapping(j.get("overrides"), f"{jw}: overrides")})

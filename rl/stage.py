@@ -257,19 +257,20 @@ def to_argv(overrides: dict | None) -> list[str]:
     from detoxrl.config import _to_argv
 
     argv: list[str] = []
-    for key, value in _dotted(overrides or {}).items():
+    for key, value in dotted(overrides or {}).items():
         if value is None:
             raise ValueError(f"override '{key}': null cannot be passed as a flag; leave the key out instead")
         argv += _to_argv(key, value)
     return argv
 
 
-def _dotted(mapping: dict, prefix: str = "") -> dict:
+def dotted(mapping: dict, prefix: str = "") -> dict:
+    """``{a: {b: 1}, c: 2}`` -> ``{"a.b": 1, "c": 2}`` (nested overrides as the dotted names the CLI takes)."""
     flat: dict = {}
     for key, value in mapping.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_dotted(value, name + "."))
+            flat.update(dotted(value, name + "."))
         else:
             flat[name] = value
     return flat
@@ -277,6 +278,13 @@ def _dotted(mapping: dict, prefix: str = "") -> dict:
 
 def write_json(path: str, payload: dict) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def check_keys(section: dict, allowed: set, where: str) -> None:
+    """``ConfigError`` naming ``where`` and the first key of ``section`` not in ``allowed``."""
+    extra = sorted(set(section) - allowed)
+    if extra:
+        raise ConfigError(f"{where}: unknown key '{extra[0]}' (expected: {', '.join(sorted(allowed))})")
 
 
 def mapping(value, where: str) -> dict:
