@@ -96,12 +96,6 @@ class Pipeline:
         if not self.root or not isinstance(self.root, str):
             raise ConfigError(f"{where}: output_root is missing")
         self.dirs = {s: os.path.join(self.root, s) for s in ("sft", "ppo", "eval")}
-        for name in ("sft", "ppo"):  # a preset may name them; --output_root puts every stage under it
-            chosen = mapping(raw.get(name), f"{where}: {name}").get("output_dir")
-            if chosen is not None and (not isinstance(chosen, str) or not chosen):
-                raise ConfigError(f"{where}: {name}: output_dir must be a folder path")
-            if chosen is not None and output_root is None:
-                self.dirs[name] = chosen
         common = mapping(raw.get("common"), f"{where}: common")
 
         from rewards import evaluate
@@ -118,6 +112,11 @@ class Pipeline:
         for name in ("sft", "ppo", "eval"):
             section = mapping(raw.get(name), f"{where}: {name}")
             check_keys(section, EVAL_KEYS if name == "eval" else STAGE_KEYS, f"{where}: {name}")
+            chosen = section.get("output_dir")  # sft/ppo may name it; --output_root puts every stage under it
+            if chosen is not None and (not isinstance(chosen, str) or not chosen):
+                raise ConfigError(f"{where}: {name}: output_dir must be a folder path")
+            if chosen is not None and output_root is None:
+                self.dirs[name] = chosen
             overrides = mapping(section.get("overrides"), f"{where}: {name}: overrides")
             reserved = RESERVED | ({"model_name_or_path"} if name == "ppo" else set()) | (
                 {"systems"} if name == "eval" else set())
