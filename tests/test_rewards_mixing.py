@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rewards.checks import copy_flags, empty_flags, is_length_blowup, length_blowup_flags
-from rewards.metrics import accuracy, joint, length_ratio, roc_auc
+from detoxrl.metrics import accuracy, joint, length_ratio, roc_auc
 from rewards.mixing import active_weights, mix, mix_product, mix_weighted_sum, penalty
 
 

@@ -23,7 +23,7 @@ Each variant is ``rl/ppo.py run()`` with ``--config <base_config> <overrides> <v
 overrides them. Then one ``detox-eval`` call per variant scores ``runs/<name>`` on the dev split into
 ``runs/<name>/eval/``, so each result is cached with its run.
 
-Re-running the same command resumes the grid (``rl/stage.py``): a variant whose final files, resolved
+Re-running the same command resumes the grid (``orchestration/stage.py``): a variant whose final files, resolved
 config and evaluation match is reused; an unfinished one resumes from its latest checkpoint; one whose
 config (or start model) changed is moved to ``runs/<name>.previous`` and trained again. A variant that
 fails (bad override, a judge that cannot load, a crash) is recorded with its error and the grid goes on.
@@ -52,7 +52,7 @@ from detoxrl.errors import ConfigError, UserError
 from detoxrl.io import atomic_write_text
 from detoxrl.log import setup_logging
 from detoxrl.paths import resolve_path
-from rl.stage import (RESOLVED, Stage, capture, check_keys, comparable, dotted, fingerprint, mapping, one_line, read_yaml,
+from orchestration.stage import (RESOLVED, Stage, capture, check_keys, comparable, dotted, fingerprint, mapping, one_line, read_yaml,
                       to_argv, write_json)
 
 log = logging.getLogger("detoxrl")
@@ -187,7 +187,7 @@ class Grid:
         self.cfg = cfg
         self.runs = os.path.join(cfg.output_dir, "runs")
         from rl import ppo
-        from rewards import evaluate
+        from evaluation import evaluate
 
         self.ppo, self.evaluate = ppo, evaluate
         from detoxrl.config import DetoxParser
@@ -292,7 +292,7 @@ class Grid:
         return [f"start={self.start_model}" if r == "start" else r for r in self.cfg.references]
 
     def reference_names(self) -> list[str]:
-        from rewards.systems import parse_system
+        from evaluation.systems import parse_system
 
         names = []
         for spec in self.reference_systems():

@@ -1,6 +1,6 @@
 """Running a stage (SFT, PPO, detox-eval) in-process so that a re-run reuses or resumes it.
 
-Shared by ``detox-ablate`` (``rl/ablate.py``) and ``detox-pipeline`` (``rl/pipeline.py``). A stage is
+Shared by ``detox-ablate`` (``orchestration/ablate.py``) and ``detox-pipeline`` (``orchestration/pipeline.py``). A stage is
 an output folder plus what it is expected to hold:
 
 * ``expected``: the resolved config the stage would save (``detoxrl.config.resolved_config_dict`` of

@@ -18,7 +18,7 @@ Stages, in order, each in-process with its log in ``<output_root>/logs/<stage>.l
 
 Re-running reuses every stage whose saved ``resolved_config.yaml`` matches what this run would write and
 whose inputs did not change (a retrained SFT model makes PPO and eval run again), and resumes an
-interrupted SFT/PPO stage from its latest checkpoint (``rl/stage.py``). ``--rerun STAGE`` forces one.
+interrupted SFT/PPO stage from its latest checkpoint (``orchestration/stage.py``). ``--rerun STAGE`` forces one.
 ``<output_root>/pipeline.json`` records what each stage did and how long it took.
 
 Preset YAML::
@@ -44,7 +44,7 @@ from detoxrl.config import DetoxParser, resolved_config_dict, run_cli
 from detoxrl.errors import ConfigError
 from detoxrl.log import setup_logging
 from detoxrl.paths import resolve_path
-from rl.stage import (RESOLVED, Stage, capture, check_keys, comparable, fingerprint, mapping, read_yaml, to_argv,
+from orchestration.stage import (RESOLVED, Stage, capture, check_keys, comparable, fingerprint, mapping, read_yaml, to_argv,
                       write_json)
 
 log = logging.getLogger("detoxrl")
@@ -98,7 +98,7 @@ class Pipeline:
         self.dirs = {s: os.path.join(self.root, s) for s in ("sft", "ppo", "eval")}
         common = mapping(raw.get("common"), f"{where}: common")
 
-        from rewards import evaluate
+        from evaluation import evaluate
         from rl import ppo
         from sft import train as sft
 
@@ -285,7 +285,7 @@ def run(args: list[str] | None = None) -> dict:
 
 
 def _table(eval_dir: str) -> str:
-    from rewards.report import markdown_table
+    from evaluation.report import markdown_table
 
     try:
         with open(os.path.join(eval_dir, "eval.json"), encoding="utf-8") as fh:

@@ -7,14 +7,14 @@ Test set: the ``DataConfig`` data (default ParaDetox) split by the core loader; 
 dev (default), train or all. Pairs that share a source form one test sentence whose targets are its
 references (ParaDetox has 1-3 per source).
 
-Systems (``systems``, see ``rewards/systems.py``): the baselines ``duplicate`` and ``delete``, a
+Systems (``systems``, see ``evaluation/systems.py``): the baselines ``duplicate`` and ``delete``, a
 predictions file, or a model (merged folder, adapter folder, SFT output folder, hub id), decoded in
 batches by the core ``generate_rewrites`` with the ``GenerationSettings`` of this run (the same for
 every model). Judges: ``EvalJudgesConfig`` (``judge_*`` fields), never the reward's settings.
 
 Output, written atomically into ``output_dir``: ``eval.json`` (everything), ``eval.md`` (the table),
 ``eval_sentences.tsv`` (one row per system and sentence) and ``resolved_config.yaml``. Every number
-is defined in ``rewards/report.py``.
+is defined in ``evaluation/report.py``.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from detoxrl.generate import GenerationSettings, generate_rewrites
 from detoxrl.log import setup_logging
 from detoxrl.prompts import PromptConfig
 from detoxrl.vocab import VocabConfig, load_lexicon
-from rewards import baselines
+from evaluation import baselines
 from rewards.batching import check_device, set_torch_threads
-from rewards.judges import EvalJudgesConfig, Judges
-from rewards.predictions import read_predictions
-from rewards.report import markdown_table, sentence_rows, system_scores, write_reports
-from rewards.systems import System, load_system_model, parse_system
+from evaluation.judges import EvalJudgesConfig, Judges
+from evaluation.predictions import read_predictions
+from evaluation.report import markdown_table, sentence_rows, system_scores, write_reports
+from evaluation.systems import System, load_system_model, parse_system
 
 log = logging.getLogger("detoxrl.rewards")
 

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from detoxrl.errors import ConfigError
-from rl.ablate import eval_argv, load_config, main, ppo_argv, run
+from orchestration.ablate import eval_argv, load_config, main, ppo_argv, run
 from tests.grid_helpers import build_tiny_sentence_encoder, mtimes, tiny_eval_overrides, write_yaml
 from tests.rl_helpers import make_run
 
@@ -146,7 +146,7 @@ def test_grid_config_errors_are_one_line(tmp_path):
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "ablation", "*.yaml"))),
                          ids=os.path.basename)
 def test_shipped_grids_parse(path):
-    from rewards.evaluate import parse as eval_parse
+    from evaluation.evaluate import parse as eval_parse
     from rl.ppo import parse as ppo_parse
 
     cfg = load_config(path)

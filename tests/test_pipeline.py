@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from detoxrl.errors import ConfigError
-from rl.pipeline import Pipeline, main, preset_path, run
+from orchestration.pipeline import Pipeline, main, preset_path, run
 from tests.grid_helpers import build_tiny_sentence_encoder, mtimes, tiny_eval_overrides, write_yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

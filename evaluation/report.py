@@ -25,9 +25,8 @@ import math
 import os
 
 from detoxrl.io import atomic_write_text
-from detoxrl.metrics import bleu, chrf, copy_rate, empty_rate
+from detoxrl.metrics import bleu, chrf, chrf_pp, copy_rate, empty_rate, joint, length_ratio, mean
 from rewards.checks import copy_flags, empty_flags
-from rewards.metrics import chrf_pp, joint, length_ratio, mean
 
 COLUMNS = ("STA", "SIM", "FL", "J", "ChrF", "ChrF++", "BLEU", "copy", "empty", "len_ratio", "sent/s")
 

@@ -2,8 +2,8 @@
 
 A system spec is ``[name=]what``; ``what`` is, in the order tried:
 
-1. ``duplicate`` or ``delete``: a built-in baseline (``rewards/baselines.py``);
-2. an existing file: a predictions file (``rewards/predictions.py``);
+1. ``duplicate`` or ``delete``: a built-in baseline (``evaluation/baselines.py``);
+2. an existing file: a predictions file (``evaluation/predictions.py``);
 3. an existing folder or a hub id: a model (run folder, merged or adapter folder, plain model
    folder, hub id), loaded by ``detoxrl.models.trained.load_trained``, the loader ``detox`` uses.
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from detoxrl.errors import UserError
 from detoxrl.paths import resolve_path
 from detoxrl.prompts import PromptConfig
-from rewards.baselines import BASELINES
+from evaluation.baselines import BASELINES
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""``rl/stage.py`` (reuse / resume / fresh decisions, output capture) and named cache classifiers."""
+"""``orchestration/stage.py`` (reuse / resume / fresh decisions, output capture) and named cache classifiers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from detoxrl.errors import UserError
-from rl.stage import RESOLVED, Stage, capture, comparable, config_diff, fingerprint, to_argv
+from orchestration.stage import RESOLVED, Stage, capture, comparable, config_diff, fingerprint, to_argv
 
 CFG = {"Train": {"learning_rate": 0.1, "max_steps": 4, "report_to": "none", "save_steps": 2}}
 
