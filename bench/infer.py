@@ -29,7 +29,7 @@ from detoxrl.data import DataConfig, group_references, load_detox_data  # noqa: 
 from detoxrl.devices import set_torch_threads  # noqa: E402
 from detoxrl.infer import Detoxifier, read_lines, write_lines  # noqa: E402
 from detoxrl.log import setup_logging  # noqa: E402
-from detoxrl.models.runs import CARD  # noqa: E402
+from detoxrl.runcard import has_card  # noqa: E402
 from detoxrl.paths import resolve_path  # noqa: E402
 
 
@@ -51,7 +51,7 @@ def timed(fn):
 
 def default_bench_model() -> str:
     sft = resolve_path("outputs/sft/default")
-    return sft if sft and os.path.isfile(os.path.join(sft, CARD)) else "smollm2"
+    return sft if sft and has_card(sft) else "smollm2"
 
 
 def _main(args):

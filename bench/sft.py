@@ -9,6 +9,7 @@ those pairs (identical on both sides), divided by the wall time of ``trainer.tra
 
     python bench/sft.py                      # speed, 20 steps of 16
     python bench/sft.py --quality --steps 250  # + dev metrics per loss (about 25 min per loss on CPU)
+    python bench/sft.py --losses ce --finetuning lora qlora --no-trl   # QLoRA vs LoRA speed (what auto picks)
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ def configs(extra: list[str]):
                                                              "--disable_tqdm", "true", *extra])
 
 
-def ours(loss_name: str, steps: int, batch: int, quality: bool) -> dict:
+def ours(loss_name: str, steps: int, batch: int, quality: bool, finetuning: str | None = None) -> dict:
     loss, strategy = (loss_name.split("/") + [None])[:2]
     extra = ["--loss", loss, "--max_steps", str(steps), "--per_device_train_batch_size", str(batch)]
+    extra += ["--finetuning", finetuning] if finetuning else []
     data_cfg, vocab_cfg, model_cfg, prompt_cfg, args = configs(extra + (["--mask_strategy", strategy] if strategy else []))
     args.output_dir = tempfile.mkdtemp()
     args.label_names, args.remove_unused_columns = ["labels"], False
@@ -104,19 +106,24 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--quality", action="store_true", help="also train ce + each mask strategy and score the dev set")
     p.add_argument("--losses", nargs="+", default=list(LOSSES))
+    p.add_argument("--finetuning", nargs="+", default=[None],
+                   help="fine-tuning types to time (e.g. lora qlora); default: the config's (auto)")
+    p.add_argument("--trl", action=argparse.BooleanOptionalAction, default=True, help="also time TRL's SFTTrainer")
     a = p.parse_args()
     setup_logging()
     torch.manual_seed(0)
-    results = {"trl SFTTrainer (ce)": trl_sft(a.steps, a.batch)}
-    for name in a.losses:
-        results[f"detoxrl {name}"] = ours(name, a.steps, a.batch, a.quality)
-    base = results["trl SFTTrainer (ce)"]["tokens_per_s"]
+    results = {"trl SFTTrainer (ce)": trl_sft(a.steps, a.batch)} if a.trl else {}
+    for finetuning in a.finetuning:
+        for name in a.losses:
+            label = f"detoxrl {name}" + (f" [{finetuning}]" if finetuning else "")
+            results[label] = ours(name, a.steps, a.batch, a.quality, finetuning)
+    base = next(iter(results.values()))["tokens_per_s"]
     print(f"\nSFT benchmark: {a.steps} steps x {a.batch} pairs, SmolLM2-135M-Instruct LoRA r16 all-linear, "
           f"{torch.get_num_threads()} threads")
-    print(f"{'trainer':34} {'tokens/s':>9} {'vs TRL':>7} {'seconds':>8}" +
+    print(f"{'trainer':34} {'tokens/s':>9} {'vs row 1':>8} {'seconds':>8}" +
           (f" {'copy':>6} {'lex-tox':>8} {'in-tox':>7} {'ChrF':>6}" if a.quality else ""))
     for name, r in results.items():
-        row = f"{name:34} {r['tokens_per_s']:9.1f} {r['tokens_per_s'] / base:6.2f}x {r['seconds']:8.1f}"
+        row = f"{name:34} {r['tokens_per_s']:9.1f} {r['tokens_per_s'] / base:7.2f}x {r['seconds']:8.1f}"
         if "copy_rate" in r:
             row += (f" {r['copy_rate']:6.1%} {r['lexicon_toxicity']:8.1%} {r['input_lexicon_toxicity']:7.1%}"
                     f" {r['chrf']:6.3f}")

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import enum
@@ -44,11 +45,41 @@ def _to_argv(key: str, value: Any) -> list[str]:
     return [f"--{key}", str(value)]
 
 
+_PROG_RENAMES: dict[str, str] = {}  # set by the ``detoxrl`` dispatcher: {"sft/train.py": "detoxrl sft"}
+
+
+@contextlib.contextmanager
+def rename_prog(default: str, name: str):
+    """Within the block, entry points whose own name is ``default`` call themselves ``name`` (the
+    dispatcher's ``detoxrl sft``). Only that entry point is renamed: stages a pipeline runs in-process
+    keep theirs."""
+    before = _PROG_RENAMES.get(default)
+    _PROG_RENAMES[default] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            _PROG_RENAMES.pop(default, None)
+        else:
+            _PROG_RENAMES[default] = before
+
+
+def prog_name(default: str) -> str:
+    """What ``usage:`` and error lines call an entry point: ``detoxrl sft`` when the ``detoxrl``
+    command runs it, else ``default`` (the script path). Sub-commands keep their suffix
+    (``detox-feedback add`` -> ``detoxrl feedback add``)."""
+    head, _, tail = default.partition(" ")
+    name = _PROG_RENAMES.get(default) or _PROG_RENAMES.get(head)
+    if name is None:
+        return default
+    return name if default in _PROG_RENAMES else f"{name} {tail}"
+
+
 class DetoxParser(TrlParser):
     """``TrlParser`` whose YAML values are validated like CLI flags (see module docstring)."""
 
     def __init__(self, dataclass_types, prog: str | None = None, aliases=None, **kwargs):
-        super().__init__(dataclass_types, prog=prog, **kwargs)
+        super().__init__(dataclass_types, prog=prog_name(prog) if prog else prog, **kwargs)
         self._aliases = aliases
         self._config_path: str | None = None
         self._cli_flags: set[str] = set()

@@ -44,7 +44,7 @@ from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings, generate_rewrites
 from detoxrl.io import atomic_write_text
 from detoxrl.log import setup_logging
-from detoxrl.models.runs import CARD
+from detoxrl.runcard import has_card
 from detoxrl.models.trained import load_trained
 from detoxrl.paths import resolve_path
 from detoxrl.prompts import PromptFormatter, prompt_adds_special_tokens
@@ -217,7 +217,7 @@ def default_model(model: str | None) -> str:
         return model
     for candidate in DEFAULT_MODELS:
         path = resolve_path(candidate)
-        if path and os.path.isfile(os.path.join(path, CARD)):
+        if path and has_card(path):
             return path
     raise UserError(f"no --model given and no trained model in {' or '.join(DEFAULT_MODELS)}; train one "
                     "(detox-sft --config configs/sft/default.yaml) or pass --model (a run or model folder, a hub id, "

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
-from detoxrl.config import DetoxParser, run_cli
+from detoxrl.config import DetoxParser, prog_name, run_cli
 from detoxrl.data import Pair, write_instruction_json
 from detoxrl.errors import UserError
 from detoxrl.io import atomic_write_text
@@ -282,11 +282,11 @@ COMMANDS = {"serve": (ServeArgs, serve), "add": (AddArgs, add), "list": (ListArg
 def _main(args: list[str] | None) -> None:
     args = list(sys.argv[1:] if args is None else args)
     if not args or args[0] in ("-h", "--help"):
-        print(__doc__.strip() + "\n\n" + USAGE)
+        print(__doc__.strip() + "\n\n" + USAGE.replace("detox-feedback", prog_name("detox-feedback")))
         return
     command = args.pop(0)
     if command not in COMMANDS:
-        raise UserError(f"detox-feedback: unknown command '{command}'; use serve, add, list, export or train")
+        raise UserError(f"{prog_name('detox-feedback')}: unknown command '{command}'; use serve, add, list, export or train")
     options_type, handler = COMMANDS[command]
     setup_logging()
     (options,) = DetoxParser([options_type], prog=f"detox-feedback {command}").parse(args)

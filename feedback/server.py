@@ -2,7 +2,7 @@
 and clicks accept or reject, or edits the rewrite and saves a correction. Every click is one record
 in the feedback store.
 
-One page, HTML/CSS/JS inline in this module (no build step), served by the standard library's
+One page, HTML/CSS/JS in the packaged file ``feedback/review.html`` (no build step), served by the standard library's
 ``ThreadingHTTPServer``. The model is any ``rewrite(texts: list[str]) -> list[str]`` plus the version
 string the store records with each verdict; ``detox-feedback serve`` builds it from
 ``detoxrl.infer.Detoxifier`` and tests inject a fake.
@@ -49,10 +49,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.resources import files
 from urllib.parse import parse_qs, urlsplit
 
 from detoxrl.errors import UserError
 from feedback.store import VERDICTS, FeedbackStore
+
+# The page, with a ``{{nonce}}`` placeholder for its CSP script nonce (package data, see pyproject.toml).
+PAGE = files("feedback").joinpath("review.html").read_text(encoding="utf-8")
 
 log = logging.getLogger("detoxrl.feedback")
 
@@ -309,178 +313,3 @@ def make_server(app: ReviewApp, host: str = "127.0.0.1", port: int = 8765) -> Re
         return ReviewServer((host, port), app)
     except OSError as exc:
         raise UserError(f"cannot bind {host}:{port} ({exc.strerror or exc}); pick another --port") from None
-
-
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>detoxrl: review rewrites</title>
-<style nonce="{{nonce}}">
-  body { font: 16px/1.45 system-ui, sans-serif; margin: 0; background: #f6f7f9; color: #1d2330; }
-  main { max-width: 52rem; margin: 0 auto; padding: 1.5rem; }
-  h1 { font-size: 1.4rem; margin: 0 0 .25rem; }
-  h2 { font-size: 1.05rem; margin: 1.5rem 0 .5rem; }
-  .meta { color: #5b6475; font-size: .9rem; margin: 0 0 1rem; }
-  label { display: block; font-weight: 600; margin: .75rem 0 .25rem; }
-  textarea { width: 100%; box-sizing: border-box; min-height: 5rem; font: inherit; padding: .5rem;
-             border: 1px solid #c5cad3; border-radius: 6px; background: #fff; }
-  .output { white-space: pre-wrap; background: #fff; border: 1px solid #c5cad3; border-radius: 6px;
-            padding: .6rem .75rem; margin: 0; min-height: 1.5rem; }
-  .row { display: flex; gap: .5rem; align-items: center; margin-top: .5rem; flex-wrap: wrap; }
-  button { font: inherit; padding: .4rem .9rem; border-radius: 6px; border: 1px solid #8a93a3;
-           background: #fff; cursor: pointer; }
-  button:disabled { opacity: .5; cursor: default; }
-  button.primary { background: #2957d8; border-color: #2957d8; color: #fff; }
-  button.ok { border-color: #1f7a3f; color: #1f7a3f; }
-  button.bad { border-color: #b3261e; color: #b3261e; }
-  #status { min-height: 1.4rem; margin-top: .75rem; }
-  #status[data-state="error"] { color: #b3261e; }
-  .hint { color: #5b6475; font-size: .85rem; }
-  table { width: 100%; border-collapse: collapse; font-size: .9rem; background: #fff; }
-  th, td { text-align: left; border-bottom: 1px solid #e1e4ea; padding: .35rem .5rem; vertical-align: top; }
-  td { white-space: pre-wrap; word-break: break-word; }
-</style>
-</head>
-<body>
-<main>
-  <h1>Review rewrites</h1>
-  <p class="meta">Model <code id="version">…</code> · <span id="counts"></span></p>
-
-  <label for="input">Text to rewrite</label>
-  <textarea id="input" placeholder="Type or paste a text"></textarea>
-  <div class="row">
-    <button id="rewrite" class="primary" type="button">Rewrite</button>
-    <span class="hint"><span id="chars">0</span> / <span id="max-chars">…</span> characters
-      · Ctrl+Enter rewrites</span>
-  </div>
-
-  <section id="result" hidden>
-    <h2>Rewrite</h2>
-    <p id="output" class="output"></p>
-    <div class="row">
-      <button id="accept" class="ok" type="button">Accept</button>
-      <button id="reject" class="bad" type="button">Reject</button>
-    </div>
-    <label for="correction">Or edit the rewrite and save a correction</label>
-    <textarea id="correction"></textarea>
-    <div class="row">
-      <button id="save-correction" type="button" disabled>Save correction</button>
-    </div>
-  </section>
-
-  <p id="status" role="status" aria-live="polite" data-state="idle"></p>
-
-  <h2>Recent feedback</h2>
-  <table>
-    <thead><tr><th>#</th><th>input</th><th>rewrite</th><th>verdict</th><th>correction</th></tr></thead>
-    <tbody id="recent"></tbody>
-  </table>
-</main>
-<script nonce="{{nonce}}">
-"use strict";
-(function () {
-  const $ = (id) => document.getElementById(id);
-  const token = new URLSearchParams(location.hash.slice(1)).get("token");
-  let current = null;   // {rewrite_id, input, output}
-  let maxChars = 2000;
-
-  function setStatus(text, state) {
-    const el = $("status");
-    el.textContent = text;           // texts are user input: set as text, never parsed as HTML
-    el.dataset.state = state;
-  }
-
-  async function api(method, path, body) {
-    const headers = {};
-    if (token) headers["Authorization"] = "Bearer " + token;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const res = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-                                   credentials: "same-origin", cache: "no-store"});
-    let data = {};
-    try { data = await res.json(); } catch (e) { data = {error: "HTTP " + res.status}; }
-    if (!res.ok) throw new Error(data.error || ("HTTP " + res.status));
-    return data;
-  }
-
-  function cell(row, text) {
-    const td = document.createElement("td");
-    td.textContent = text == null ? "" : String(text);
-    row.appendChild(td);
-  }
-
-  async function refresh() {
-    const info = await api("GET", "/api/info");
-    $("version").textContent = info.model_version;
-    maxChars = info.max_chars;
-    $("max-chars").textContent = String(maxChars);
-    $("input").maxLength = maxChars;
-    $("correction").maxLength = maxChars;
-    const c = info.counts;
-    $("counts").textContent = c.records + " records: " + c.accept + " accepted, " + c.reject + " rejected (" +
-                              c.corrections + " with a correction)";
-    const data = await api("GET", "/api/records?limit=20");
-    const body = $("recent");
-    body.replaceChildren();
-    for (const r of data.records) {
-      const row = document.createElement("tr");
-      row.dataset.id = String(r.id);
-      cell(row, r.id); cell(row, r.input); cell(row, r.output); cell(row, r.verdict); cell(row, r.correction);
-      body.appendChild(row);
-    }
-  }
-
-  function setBusy(busy) {
-    for (const id of ["rewrite", "accept", "reject"]) $(id).disabled = busy;
-    $("save-correction").disabled = busy || !current || !$("correction").value.trim() ||
-                                    $("correction").value.trim() === current.output;
-  }
-
-  async function rewrite() {
-    const text = $("input").value;
-    if (!text.trim()) { setStatus("Type a text first.", "error"); return; }
-    setBusy(true);
-    setStatus("Rewriting…", "busy");
-    try {
-      current = await api("POST", "/api/rewrite", {text});
-      $("output").textContent = current.output;
-      $("correction").value = current.output;
-      $("result").hidden = false;
-      setStatus("Rewritten. Accept, reject, or edit and save a correction.", "rewritten");
-    } catch (e) {
-      setStatus("Rewrite failed: " + e.message, "error");
-    } finally {
-      setBusy(false);
-    }
-  }
-
-  async function send(verdict, correction) {
-    if (!current) return;
-    setBusy(true);
-    try {
-      const rec = await api("POST", "/api/feedback", {rewrite_id: current.rewrite_id, verdict, correction});
-      const what = rec.correction ? "correction" : rec.verdict;
-      try { await refresh(); } catch (e) { /* saved; only the list is stale */ }
-      setStatus("Saved #" + rec.id + " (" + what + ").", "saved-" + what);  // after the list shows it
-    } catch (e) {
-      setStatus("Not saved: " + e.message, "error");
-    } finally {
-      setBusy(false);
-    }
-  }
-
-  $("rewrite").addEventListener("click", rewrite);
-  $("input").addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) rewrite(); });
-  $("input").addEventListener("input", () => { $("chars").textContent = String($("input").value.length); });
-  $("accept").addEventListener("click", () => send("accept"));
-  $("reject").addEventListener("click", () => send("reject"));
-  $("correction").addEventListener("input", () => setBusy(false));
-  $("save-correction").addEventListener("click", () => send("reject", $("correction").value));
-  refresh().then(() => setStatus("Ready.", "ready"),
-                 (e) => setStatus("Cannot reach the server: " + e.message, "error"));
-})();
-</script>
-</body>
-</html>
-"""

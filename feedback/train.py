@@ -61,7 +61,9 @@ from detoxrl.io import atomic_write_text
 from detoxrl.paths import resolve_path
 from detoxrl.prompts import PromptConfig
 from feedback.store import FeedbackRecord, FeedbackStore
-from feedback.versions import card_path, model_version, read_card, stamp_card
+from detoxrl.hub_push import check_push, push_run
+from detoxrl.runcard import build_card, find_card, has_card, read_card, write_card
+from feedback.versions import model_version, stamp_card
 
 log = logging.getLogger("detoxrl.feedback")
 
@@ -76,6 +78,11 @@ class FeedbackTrainConfig:
         metadata={"help": "The current model: a run folder (detox-sft or detox-feedback output, with detoxrl.json), "
                   "its merged/ folder, or a plain model folder. Training continues from it."})
     output_dir: str = field(default="outputs/feedback/default", metadata={"help": "Where the new model version goes."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the new model version to the Hugging Face Hub "
+                                                             "(see detoxrl/hub_push.py for what is uploaded)."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Repo id (NAME or OWNER/NAME); default: the "
+                                                                     "output folder's name."})
+    hub_private_repo: bool | None = field(default=None, metadata={"help": "Create the repo private."})
     overwrite: bool = field(default=False, metadata={"help": "Replace a model already in output_dir."})
     sft_config: str = field(
         default="configs/sft/default.yaml",
@@ -258,10 +265,10 @@ class CurrentModel:
 def current_model(ref: str) -> CurrentModel:
     """Where the weights of ``ref`` are, its card and family (``UserError`` when it is no model)."""
     path = resolve_path(ref) or ref
-    card_file = card_path(path) if os.path.isdir(path) else None
-    card = read_card(card_file) if card_file else {}
+    found = find_card(path) if os.path.isdir(path) else None
+    card = read_card(found) if found else {}
     weights = path
-    if card_file and os.path.dirname(card_file) == os.path.abspath(path):  # a run folder
+    if found and os.path.dirname(found) == os.path.abspath(path):  # a run folder
         for sub in ("merged", "adapter"):
             if os.path.isfile(os.path.join(path, sub, "config.json")):
                 weights = os.path.join(path, sub)
@@ -319,7 +326,7 @@ def run_kto_step(cfg: FeedbackTrainConfig, data: FeedbackData, base: CurrentMode
     from detoxrl.models.config import DetoxModelConfig
     from detoxrl.models.loading import load_model, peft_config
     from detoxrl.prompts import PromptFormatter
-    from sft.save import save_folder, write_detoxrl_json
+    from sft.save import save_folder
 
     if base.family != "causal":
         raise UserError(f"verdicts: kto trains causal models only (TRL's KTOTrainer), and '{base.ref}' is seq2seq; "
@@ -361,9 +368,9 @@ def run_kto_step(cfg: FeedbackTrainConfig, data: FeedbackData, base: CurrentMode
             metrics[f"last_{key.replace('/', '_')}"] = logged[-1][key]
     generation = GenerationSettings(**{k: v for k, v in (base.card.get("generation") or {}).items()
                                        if k in {f.name for f in fields(GenerationSettings)}})
-    write_detoxrl_json(out, "causal", base.card.get("base_model") or base.weights, base.prompt_config(),
-                       formatter.format, generation, {"finetuning": "lora", "stage": "feedback-kto",
-                                                      "metrics": metrics})
+    write_card(out, build_card("causal", base.card.get("base_model") or base.weights, base.prompt_config(),
+                               formatter.format, generation, {"finetuning": "lora", "stage": "feedback-kto",
+                                                              "metrics": metrics}))
     return metrics
 
 
@@ -403,11 +410,11 @@ def choose_verdict_step(cfg: FeedbackTrainConfig, data: FeedbackData, family: st
 
 def _check_output(cfg: FeedbackTrainConfig, parent: CurrentModel) -> str:
     out = os.path.abspath(cfg.output_dir)
-    parent_dir = os.path.dirname(card_path(parent.weights) or parent.weights) if os.path.isdir(parent.weights) else ""
+    parent_dir = os.path.dirname(find_card(parent.weights) or parent.weights) if os.path.isdir(parent.weights) else ""
     if parent_dir and (out == os.path.abspath(parent_dir) or os.path.abspath(parent.weights).startswith(out + os.sep)):
         raise UserError(f"output_dir '{cfg.output_dir}' holds the model being trained from; write the new version to "
                         "another folder (e.g. outputs/feedback/v2)")
-    if os.path.isfile(os.path.join(out, "detoxrl.json")) and not cfg.overwrite:
+    if has_card(out) and not cfg.overwrite:
         raise UserError(f"output_dir '{cfg.output_dir}' already holds a model; pick a new folder for the new version, "
                         "or pass --overwrite true")
     return out
@@ -429,6 +436,7 @@ def run(cfg: FeedbackTrainConfig) -> dict:
     from rewards.batching import set_torch_threads
 
     log.info("using %d torch threads", set_torch_threads(cfg.num_threads))
+    check_push(cfg.push_to_hub, cfg.hub_model_id, cfg.output_dir)
     store = FeedbackStore(cfg.store, create=False)
     records = store.records(model_versions=cfg.collected_on or None)
     if not records:
@@ -486,4 +494,6 @@ def run(cfg: FeedbackTrainConfig) -> dict:
     store.record_training(parent.version, card["version"], out, data.record_ids, summary)
     log.info("new model version %s in %s (%s; %.1f min)", card["version"], out, " + ".join(summary["steps"]),
              summary["minutes"])
+    if cfg.push_to_hub:
+        push_run(out, cfg.hub_model_id, cfg.hub_private_repo, None, f"detoxrl feedback: version {card['version']}")
     return summary

@@ -20,48 +20,21 @@ import hashlib
 import json
 import os
 
-from detoxrl.errors import UserError
-from detoxrl.io import atomic_write_text
-
-CARD = "detoxrl.json"
-
-
-def card_path(ref: str) -> str | None:
-    """The ``detoxrl.json`` in ``ref`` or its parent (``run/merged`` -> ``run/detoxrl.json``), or None."""
-    if not os.path.isdir(ref):
-        return None
-    for folder in (ref, os.path.dirname(os.path.abspath(ref))):
-        path = os.path.join(folder, CARD)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def read_card(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            card = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"model card '{path}' is not valid JSON ({exc.msg} at line {exc.lineno}); re-save the run") \
-            from None
-    if not isinstance(card, dict):
-        raise UserError(f"model card '{path}' is not a JSON object")
-    return card
-
+from detoxrl.runcard import card_file, digest, find_card, has_card, read_card, write_card
 
 def _digest(data: bytes) -> str:
+    """The first 10 hex digits of the SHA-256 of ``data`` (a config.json or a card's content)."""
     return hashlib.sha256(data).hexdigest()[:10]
 
 
 def model_version(ref: str) -> str:
     """The version string of the model at ``ref`` (see the module docstring)."""
-    path = card_path(ref)
+    path = find_card(ref)
     if path is not None:
         card = read_card(path)
         if isinstance(card.get("version"), str) and card["version"].strip():
             return card["version"].strip()
-        with open(path, "rb") as fh:
-            return f"{os.path.basename(os.path.dirname(os.path.abspath(path)))}@{_digest(fh.read())}"
+        return f"{os.path.basename(os.path.dirname(os.path.abspath(path)))}@{digest(path)}"
     config = os.path.join(ref, "config.json")
     if os.path.isfile(config):
         with open(config, "rb") as fh:
@@ -77,9 +50,8 @@ def new_version(output_dir: str, card: dict) -> str:
 
 def stamp_card(output_dir: str, fields: dict) -> dict:
     """Merge ``fields`` into ``output_dir/detoxrl.json``, set its ``version`` (``new_version``), write it atomically."""
-    path = os.path.join(output_dir, CARD)
-    card = read_card(path) if os.path.isfile(path) else {}
+    card = read_card(card_file(output_dir)) if has_card(output_dir) else {}
     card.update(fields)
     card["version"] = new_version(output_dir, card)
-    atomic_write_text(path, json.dumps(card, indent=2, ensure_ascii=False))
+    write_card(output_dir, card)
     return card

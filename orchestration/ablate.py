@@ -37,34 +37,27 @@ labelled with J), ``runs/<name>/{train.log,eval.log,status.json}`` and ``referen
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import logging
-import math
 import os
 import re
 import time
 from dataclasses import dataclass, field
 
-from detoxrl.config import resolved_config_dict, run_cli
+from detoxrl.config import prog_name, resolved_config_dict, run_cli
 from detoxrl.errors import ConfigError, UserError
-from detoxrl.io import atomic_write_text
 from detoxrl.log import setup_logging
 from detoxrl.paths import resolve_path
-from orchestration.stage import (RESOLVED, Stage, capture, check_keys, comparable, dotted, fingerprint, mapping, one_line, read_yaml,
-                      to_argv, write_json)
+from detoxrl.runcard import CARD
+from orchestration.ablation_report import write_results
+from orchestration.stage import (RESERVED, RESOLVED, Stage, capture, check_keys, check_toxicity_models, comparable,
+                                  config_file, dotted, fingerprint, mapping, one_line, read_yaml, to_argv, write_json)
 
 log = logging.getLogger("detoxrl")
 
 TOP_KEYS = {"description", "base_config", "output_dir", "overrides", "final_window", "eval", "variants"}
 EVAL_KEYS = {"config", "max_eval_sentences", "overrides", "references"}
 VARIANT_KEYS = {"name", "overrides", "description"}
-RESERVED = {"output_dir", "resume_from_checkpoint"}  # set by the grid itself
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-EVAL_COLUMNS = ("STA", "SIM", "FL", "J", "ChrF", "ChrF++", "BLEU", "copy", "empty", "len_ratio", "sent/s")
-TRAIN_TAGS = ("reward/total", "reward/mixed", "reward/penalty", "reward/toxicity", "reward/similarity",
-              "reward/fluency", "reward/feedback", "reward/score", "rollout/copy_rate", "rollout/truncated", "ppo/kl")
 
 
 @dataclass
@@ -87,16 +80,6 @@ class AblationConfig:
     references: list[str] = field(default_factory=lambda: ["start"])
     final_window: int = 5
     description: str = ""
-
-
-def _config_file(value, where: str) -> str:
-    if not value or not isinstance(value, str):
-        raise ConfigError(f"{where} must be the path of a YAML config")
-    found = resolve_path(value)
-    if not found or not os.path.isfile(found):
-        raise ConfigError(f"{where}: '{value}' not found (relative paths are tried from the current folder, "
-                          "then the project root)")
-    return found
 
 
 def load_config(path: str, output_dir: str | None = None) -> AblationConfig:
@@ -150,9 +133,9 @@ def load_config(path: str, output_dir: str | None = None) -> AblationConfig:
     if not out or not isinstance(out, str):
         raise ConfigError(f"{where}: output_dir is missing")
     return AblationConfig(
-        path=path, base_config=_config_file(raw.get("base_config"), f"{where}: base_config"), output_dir=out,
+        path=path, base_config=config_file(raw.get("base_config"), f"{where}: base_config"), output_dir=out,
         overrides=overrides, variants=variants,
-        eval_config=_config_file(ev.get("config", "configs/eval/independent.yaml"), f"{where}: eval: config"),
+        eval_config=config_file(ev.get("config", "configs/eval/independent.yaml"), f"{where}: eval: config"),
         max_eval_sentences=max_eval, eval_overrides=mapping(ev.get("overrides"), f"{where}: eval: overrides"),
         references=refs, final_window=window, description=str(raw.get("description") or "").strip())
 
@@ -173,10 +156,6 @@ def eval_argv(cfg: AblationConfig, systems: list[str], out_dir: str) -> list[str
     if cfg.max_eval_sentences is not None:
         argv += ["--max_eval_sentences", str(cfg.max_eval_sentences)]
     return argv + ["--systems", *systems, "--output_dir", out_dir]
-
-
-def describe_overrides(overrides: dict) -> str:
-    return " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in dotted(overrides).items())
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -215,13 +194,8 @@ class Grid:
     def _check_judges(self, reward) -> None:
         """The eval config parses, and the toxicity classifiers of the base reward and of the eval exist
         (checked before any training, not after it)."""
-        from rewards.toxicity.default import resolve_classifier_ref
-
         _, judges, *_ = self.evaluate.parse(eval_argv(self.cfg, ["duplicate"], os.path.join(self.cfg.output_dir, "x")))
-        if reward.toxicity_backend == "hf" and reward.w_toxicity > 0:
-            resolve_classifier_ref(reward.toxicity_model, "toxicity_model")
-        if judges.judge_toxicity_backend == "hf":
-            resolve_classifier_ref(judges.judge_toxicity_model, "judge_toxicity_model")
+        check_toxicity_models(reward, judges)
 
     def run_dir(self, name: str) -> str:
         return os.path.join(self.runs, name)
@@ -240,7 +214,7 @@ class Grid:
             log.error("variant %s: bad overrides: %s", v.name, state["error"])
             return self._finish(run_dir, state, t0)
         stage = Stage(f"variant {v.name}", run_dir, comparable(resolved_config_dict(*parsed)),
-                      {"start": self.start_fp}, (RESOLVED, "detoxrl.json"))
+                      {"start": self.start_fp}, (RESOLVED, CARD))
         action, reason = stage.plan(force)
         log.info("variant %s: %s (%s)", v.name, {"reuse": "reused", "resume": "resuming", "fresh": "training"}[action],
                  reason)
@@ -319,224 +293,9 @@ class Grid:
         return state
 
 
-# ------------------------------------------------------------------------------------------ results
-def train_tail(run_dir: str, window: int) -> dict[str, float]:
-    """Mean of the last ``window`` logged training steps of each reward/rollout stat (tensorboard events)."""
-    logdir = os.path.join(run_dir, "runs")
-    if not os.path.isdir(logdir) or not any(f.startswith("events.") for f in os.listdir(logdir)):
-        return {}
-    try:
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-        acc = EventAccumulator(logdir, size_guidance={"scalars": 0})
-        acc.Reload()
-        tags = set(acc.Tags().get("scalars", []))
-        out = {}
-        for tag in TRAIN_TAGS:
-            if tag in tags:
-                by_step = {e.step: e.value for e in acc.Scalars(tag)}  # a resumed run re-logs steps: last wins
-                last = [by_step[s] for s in sorted(by_step)[-window:]]
-                out["train_" + tag.replace("/", "_")] = sum(last) / len(last)
-        return out
-    except Exception as exc:  # noqa: BLE001 - a results column, never worth failing the grid
-        log.warning("could not read the training log of %s: %s", run_dir, one_line(exc))
-        return {}
-
-
-def _eval_scores(eval_dir: str, system: str) -> dict:
-    report = _read_json(os.path.join(eval_dir, "eval.json"))
-    scores = ((report or {}).get("systems", {}).get(system) or {}).get("scores") or {}
-    return {k: scores.get(k) for k in EVAL_COLUMNS if k in scores}
-
-
-def _read_json(path: str) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def collect_rows(grid: Grid, states: dict[str, dict]) -> list[dict]:
-    """One row per variant (this call's state, else what its folder holds) and per reference system."""
-    cfg, rows = grid.cfg, []
-    for v in cfg.variants:
-        run_dir = grid.run_dir(v.name)
-        state = states.get(v.name) or _read_json(os.path.join(run_dir, "status.json")) or {}
-        finished = os.path.isfile(os.path.join(run_dir, RESOLVED)) and os.path.isfile(
-            os.path.join(run_dir, "eval", "eval.json"))
-        if v.name in states:  # run (or reused) by this call
-            status = state["status"]
-        else:  # left alone by this call (--only): what its folder says
-            status = "ok" if finished else ("failed" if state.get("status") == "failed" else "pending")
-        row = {"variant": v.name, "status": status, "action": state.get("action", "-") if v.name in states else "-",
-               "overrides": describe_overrides(v.overrides), "error": state.get("error", "") if status == "failed"
-               else ""}
-        row.update(_eval_scores(os.path.join(run_dir, "eval"), v.name))
-        card = _read_json(os.path.join(run_dir, "detoxrl.json")) or {}
-        metrics = card.get("metrics") or {}
-        row["steps"] = metrics.get("steps")
-        row["train_minutes"] = metrics.get("train_minutes")
-        for k, val in (metrics.get("after") or {}).items():
-            row[f"after_{k}"] = val
-        for k, val in (metrics.get("before") or {}).items():
-            if k.startswith("reward_") or k in ("copy_rate", "lexicon_toxicity", "chrf"):
-                row[f"before_{k}"] = val
-        row.update(train_tail(run_dir, cfg.final_window))
-        rows.append(row)
-    if cfg.references:
-        ref_dir = os.path.join(cfg.output_dir, "references")
-        report = _read_json(os.path.join(ref_dir, "eval.json")) or {}
-        for name in grid.reference_names():
-            scores = _eval_scores(ref_dir, name)
-            rows.append({"variant": name, "status": "reference" if scores else "pending", "action": "-",
-                         "overrides": "start model " + grid.start_model if name == "start" else "",
-                         "error": "" if scores or not report else "missing from references/eval.json", **scores})
-    return rows
-
-
-BASE_COLUMNS = ("variant", "status", "action", "overrides", *EVAL_COLUMNS, "steps", "train_minutes")
-
-
-def write_csv(rows: list[dict], path: str) -> None:
-    extra = sorted({k for r in rows for k in r} - set(BASE_COLUMNS) - {"error"})
-    columns = [*BASE_COLUMNS, *extra, "error"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _csv_cell(r.get(k)) for k in columns})
-    atomic_write_text(path, buf.getvalue())
-
-
-def _csv_cell(v):
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return v
-
-
-def _md(v, digits: int = 3) -> str:
-    if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v).replace("|", "\\|").replace("\n", " ")
-
-
-MD_COLUMNS = [("variant", "variant"), ("status", "status"), ("overrides", "overrides"), ("J", "J"), ("STA", "STA"),
-              ("SIM", "SIM"), ("FL", "FL"), ("ChrF", "ChrF"), ("copy", "copy"),
-              ("after_reward_total", "dev reward"), ("after_reward_toxicity", "dev P(toxic)"),
-              ("after_reward_similarity", "dev sim"), ("after_reward_fluency", "dev fl"),
-              ("train_reward_total", "train reward"), ("train_ppo_kl", "train KL"), ("steps", "steps"),
-              ("train_minutes", "train min")]
-
-
-def write_markdown(grid: Grid, rows: list[dict], path: str, plot_note: str) -> None:
-    cfg = grid.cfg
-    lines = [f"# Reward ablation: {os.path.basename(cfg.path)}", ""]
-    if cfg.description:
-        lines += [cfg.description, ""]
-    lines += [f"Every variant: `rl/ppo.py --config {cfg.base_config}` + `{describe_overrides(cfg.overrides)}` + its "
-              f"overrides, from `{grid.start_model}`. Scored by `detox-eval --config {cfg.eval_config}` "
-              f"(max_eval_sentences {cfg.max_eval_sentences}).", "",
-              "| " + " | ".join(h for _, h in MD_COLUMNS) + " |", "|---|---|---|" + "---:|" * (len(MD_COLUMNS) - 3)]
-    for r in rows:
-        lines.append("| " + " | ".join(_md(r.get(k)) for k, _ in MD_COLUMNS) + " |")
-    failed = [r for r in rows if r["status"] == "failed"]
-    if failed:
-        lines += ["", "Failed:", ""]
-        for r in failed:
-            logs = [f"`runs/{r['variant']}/{n}`" for n in ("train.log", "eval.log")
-                    if os.path.isfile(os.path.join(grid.run_dir(r["variant"]), n))]
-            lines.append(f"- `{r['variant']}`: {r['error']}" + (f" (log: {', '.join(logs)})" if logs else ""))
-    lines += ["", "Columns: STA, SIM, FL, J, ChrF, copy are detox-eval's (see its eval.md), on the same dev "
-              "sentences for every row. `dev reward`, `dev P(toxic)`, `dev sim`, `dev fl`: the run's own reward and "
-              "its components on its greedy dev sample after training (each variant's OWN reward, so not comparable "
-              "across reward forms). `train reward`, `train KL`: mean over the last "
-              f"{cfg.final_window} training steps (tensorboard). results.csv holds every column, `before_*` included.",
-              "", plot_note, ""]
-    atomic_write_text(path, "\n".join(lines))
-
-
-def plot_pareto(rows: list[dict], path: str, title: str) -> str:
-    """``pareto.png``: STA against SIM, size by FL, each point labelled with its name and J. Returns a note."""
-    points = [r for r in rows if r["status"] in ("ok", "reference") and all(
-        isinstance(r.get(k), (int, float)) and not math.isnan(r[k]) for k in ("STA", "SIM", "FL", "J"))]
-    if not points:
-        return "pareto.png: not drawn (no scored row yet)."
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return "pareto.png: not drawn (matplotlib is not installed: pip install 'matplotlib>=3.8')."
-
-    def size(fl: float) -> float:
-        return 30 + 570 * max(0.0, min(1.0, fl)) ** 2
-
-    fig = Figure(figsize=(8, 6), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    styles = {"ok": ("tab:blue", "o", "variants"), "reference": ("tab:gray", "D", "references")}
-    for kind, (color, marker, label) in styles.items():
-        sel = [p for p in points if p["status"] == kind]
-        if sel:
-            ax.scatter([p["SIM"] for p in sel], [p["STA"] for p in sel], s=[size(p["FL"]) for p in sel], c=color,
-                       marker=marker, alpha=0.6, edgecolors="black", linewidths=0.5)
-            ax.scatter([], [], s=60, c=color, marker=marker, alpha=0.6, edgecolors="black", label=label)
-    # One label per position (points that coincide share it); neighbours get staggered offsets.
-    groups: dict[tuple, list[dict]] = {}
-    for p in points:
-        groups.setdefault((round(p["SIM"], 3), round(p["STA"], 3)), []).append(p)
-    offsets = [(8, 6), (8, -14), (-8, 6), (-8, -14)]
-    for i, ((sim, sta), members) in enumerate(sorted(groups.items())):
-        text = "\n".join(f"{p['variant']} J={p['J']:.3f}" for p in members)
-        dx, dy = offsets[i % len(offsets)]
-        ax.annotate(text, (sim, sta), xytext=(dx, dy), textcoords="offset points", fontsize=7,
-                    ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top")
-    front, best = [], -math.inf  # non-dominated in (SIM, STA): walk by SIM descending
-    for p in sorted(points, key=lambda p: (-p["SIM"], -p["STA"])):
-        if p["STA"] > best:
-            front.append(p)
-            best = p["STA"]
-    if len(front) > 1:
-        ax.plot([p["SIM"] for p in front], [p["STA"] for p in front], "--", color="tab:red", lw=1,
-                label="Pareto front")
-    for fl in (0.5, 0.75, 1.0):
-        ax.scatter([], [], s=size(fl), c="white", edgecolors="black", label=f"FL {fl}")
-    ax.set_xlabel("SIM (similarity to the source)")
-    ax.set_ylabel("STA (1 - toxicity)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best", labelspacing=1.2, borderpad=0.8)
-    ax.margins(0.15)
-    fig.tight_layout()
-    tmp = path + ".tmp"
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return "pareto.png: STA against SIM, marker area grows with FL, each point labelled with its J."
-
-
-def write_results(grid: Grid, states: dict[str, dict]) -> dict[str, str]:
-    out = grid.cfg.output_dir
-    os.makedirs(out, exist_ok=True)
-    rows = collect_rows(grid, states)
-    paths = {"csv": os.path.join(out, "results.csv"), "md": os.path.join(out, "results.md"),
-             "png": os.path.join(out, "pareto.png")}
-    write_csv(rows, paths["csv"])
-    try:
-        note = plot_pareto(rows, paths["png"], f"{os.path.basename(grid.cfg.path)}: STA vs SIM (size: FL)")
-    except Exception as exc:  # noqa: BLE001 - the table matters more than the picture
-        log.warning("pareto.png not drawn: %s", one_line(exc))
-        note = f"pareto.png: not drawn ({one_line(exc)})."
-    write_markdown(grid, rows, paths["md"], note)
-    return {**paths, "rows": rows}
-
-
 # ------------------------------------------------------------------------------------------ entry point
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="detox-ablate", description="Reward ablation: short PPO runs, one detox-eval "
+    p = argparse.ArgumentParser(prog=prog_name("detox-ablate"), description="Reward ablation: short PPO runs, one detox-eval "
                                 "each, results.csv/results.md/pareto.png. Re-run the same command to resume.")
     p.add_argument("--config", required=True, help="Grid config (configs/ablation/reward.yaml, smoke.yaml).")
     p.add_argument("--output_dir", help="Override the config's output_dir.")

@@ -40,12 +40,13 @@ import logging
 import os
 import time
 
-from detoxrl.config import DetoxParser, resolved_config_dict, run_cli
+from detoxrl.config import DetoxParser, prog_name, resolved_config_dict, run_cli
 from detoxrl.errors import ConfigError
 from detoxrl.log import setup_logging
 from detoxrl.paths import resolve_path
-from orchestration.stage import (RESOLVED, Stage, capture, check_keys, comparable, fingerprint, mapping, read_yaml, to_argv,
-                      write_json)
+from detoxrl.runcard import CARD
+from orchestration.stage import (RESERVED, RESOLVED, Stage, capture, check_keys, check_toxicity_models, comparable,
+                                  config_file, fingerprint, mapping, read_yaml, to_argv, write_json)
 
 log = logging.getLogger("detoxrl")
 
@@ -54,17 +55,8 @@ TOP_KEYS = {"description", "output_root", "common", "judges", "sft", "ppo", "eva
 STAGE_KEYS = {"config", "overrides", "output_dir"}
 EVAL_KEYS = {"config", "overrides", "max_eval_sentences", "baselines"}
 JUDGE_KEYS = {"name", "config", "overrides"}
-RESERVED = {"output_dir", "resume_from_checkpoint"}
 DEFAULT_CONFIGS = {"sft": "configs/sft/default.yaml", "ppo": "configs/rl/default.yaml",
                    "eval": "configs/eval/default.yaml", "judges": "configs/rewards/train_toxicity.yaml"}
-
-
-def _config_file(value, where: str) -> str:
-    found = resolve_path(value) if isinstance(value, str) and value else None
-    if not found or not os.path.isfile(found):
-        raise ConfigError(f"{where}: config '{value}' not found (relative paths are tried from the current folder, "
-                          "then the project root)")
-    return found
 
 
 def preset_path(preset: str | None, config: str | None) -> str:
@@ -124,7 +116,7 @@ class Pipeline:
             if bad:
                 raise ConfigError(f"{where}: {name}: overrides: '{bad[0]}' is set by detox-pipeline")
             shared = {k: v for k, v in common.items() if k in known[name] and k not in reserved}
-            self.sections[name] = {"config": _config_file(section.get("config", DEFAULT_CONFIGS[name]),
+            self.sections[name] = {"config": config_file(section.get("config", DEFAULT_CONFIGS[name]),
                                                           f"{where}: {name}"),
                                    "overrides": {**shared, **overrides}, "raw": section}
         ev = self.sections["eval"]["raw"]
@@ -142,7 +134,7 @@ class Pipeline:
             if not isinstance(j, dict) or not j.get("name"):
                 raise ConfigError(f"{jw} must be a mapping with a name (a detoxrl-toxicity-* classifier)")
             check_keys(j, JUDGE_KEYS, jw)
-            self.judges.append({"name": str(j["name"]), "config": _config_file(j.get("config",
+            self.judges.append({"name": str(j["name"]), "config": config_file(j.get("config",
                                                                                       DEFAULT_CONFIGS["judges"]), jw),
                                 "overrides": mapping(j.get("overrides"), f"{jw}: overrides")})
         # Every stage's command line must parse now, not after an hour of training.
@@ -157,20 +149,13 @@ class Pipeline:
     def check_judges(self) -> None:
         """The reward's and the eval's toxicity classifiers exist (before any training, not after it)."""
         from detoxrl.errors import UserError
-        from rewards.toxicity.default import resolve_classifier_ref
 
-        reward = self.parse("ppo")[3]
-        judges = self.parse("eval")[1]
-        needed = [(judges.judge_toxicity_backend, judges.judge_toxicity_model, "eval: judge_toxicity_model")]
-        if reward.w_toxicity > 0:
-            needed.insert(0, (reward.toxicity_backend, reward.toxicity_model, "ppo: toxicity_model"))
-        for backend, model, field in needed:
-            if backend == "hf":
-                try:
-                    resolve_classifier_ref(model, field)
-                except UserError as exc:
-                    raise UserError(f"detox-pipeline: {self.path}: {exc}; or list it under judges: in the preset "
-                                    "to train it as the first stage") from None
+        try:
+            check_toxicity_models(self.parse("ppo")[3], self.parse("eval")[1], "ppo: toxicity_model",
+                                  "eval: judge_toxicity_model")
+        except UserError as exc:
+            raise UserError(f"detox-pipeline: {self.path}: {exc}; or list it under judges: in the preset "
+                            "to train it as the first stage") from None
 
     # ------------------------------------------------------------------ argv per stage
     def argv(self, name: str) -> list[str]:
@@ -192,10 +177,10 @@ class Pipeline:
         if name == "sft":
             model = self.parse("sft")[2].model_name_or_path
             return Stage("sft", self.dirs["sft"], expected, {"base": fingerprint(resolve_path(model) or model)},
-                         (RESOLVED, "detoxrl.json", "README.md"))
+                         (RESOLVED, CARD, "README.md"))
         if name == "ppo":
             return Stage("ppo", self.dirs["ppo"], expected, {"sft": fingerprint(self.dirs["sft"])},
-                         (RESOLVED, "detoxrl.json"))
+                         (RESOLVED, CARD))
         return Stage("eval", self.dirs["eval"], expected, {"sft": fingerprint(self.dirs["sft"]),
                                                            "ppo": fingerprint(self.dirs["ppo"])},
                      ("eval.json", "eval.md", RESOLVED), resumable=False)
@@ -241,7 +226,7 @@ def run_stage(p: Pipeline, name: str, force: bool) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="detox-pipeline", description="SFT -> PPO -> detox-eval in one command; "
+    ap = argparse.ArgumentParser(prog=prog_name("detox-pipeline"), description="SFT -> PPO -> detox-eval in one command; "
                                  "re-run it to reuse finished stages and resume an interrupted one.")
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--preset", default="quick",

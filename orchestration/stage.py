@@ -39,6 +39,7 @@ import yaml
 from detoxrl.errors import ConfigError
 from detoxrl.io import atomic_write_text
 from detoxrl.resume import latest_checkpoint
+from detoxrl.runcard import CARD, card_fingerprint
 
 log = logging.getLogger("detoxrl")
 
@@ -87,13 +88,10 @@ def fingerprint(ref: str) -> str:
     card; else its weight files' names, sizes and mtimes; else ``ref`` itself (a hub id)."""
     if not os.path.isdir(ref):
         return str(ref)
-    card = os.path.join(ref, "detoxrl.json")
+    card = card_fingerprint(ref)
+    if card is not None:
+        return card
     h = hashlib.sha256()
-    if os.path.isfile(card):
-        with open(card, "rb") as fh:
-            h.update(fh.read())
-        h.update(str(os.stat(card).st_mtime_ns).encode())
-        return "detoxrl.json:" + h.hexdigest()[:16]
     for root, dirs, files in os.walk(ref):
         dirs[:] = sorted(d for d in dirs if not d.startswith(("checkpoint-", ".")))
         for name in sorted(files):
@@ -162,7 +160,7 @@ class Stage:
                                                              "config": self.expected}, sort_keys=True))
 
 
-RESULTS = ("adapter", "merged", "detoxrl.json", RESOLVED, "value_head.safetensors")
+RESULTS = ("adapter", "merged", CARD, RESOLVED, "value_head.safetensors")
 
 
 def _has_results(folder: str) -> bool:
@@ -294,3 +292,30 @@ def mapping(value, where: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a mapping of field: value")
     return value
+
+
+# ---- shared by the pipeline and the ablation grid ----------------------------------------------------------
+RESERVED = frozenset({"output_dir", "resume_from_checkpoint"})  # set by the orchestrator, never by overrides
+
+
+def config_file(value, where: str) -> str:
+    """The YAML config ``value`` names (tried from the current folder, then the project root)."""
+    from detoxrl.paths import resolve_path
+
+    found = resolve_path(value) if isinstance(value, str) and value else None
+    if not found or not os.path.isfile(found):
+        raise ConfigError(f"{where}: config '{value}' not found (relative paths are tried from the current folder, "
+                          "then the project root)")
+    return found
+
+
+def check_toxicity_models(reward, judges, reward_field: str = "toxicity_model",
+                          judge_field: str = "judge_toxicity_model") -> None:
+    """Before any training: the reward's toxicity classifier (when the reward uses it) and the eval's toxicity
+    judge exist. A missing one is a one-line ``UserError`` naming ``reward_field`` / ``judge_field``."""
+    from rewards.toxicity.default import resolve_classifier_ref
+
+    if reward.toxicity_backend == "hf" and reward.w_toxicity > 0:
+        resolve_classifier_ref(reward.toxicity_model, reward_field)
+    if judges.judge_toxicity_backend == "hf":
+        resolve_classifier_ref(judges.judge_toxicity_model, judge_field)

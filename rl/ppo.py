@@ -27,6 +27,7 @@ import time
 
 from detoxrl.config import DetoxParser, run_cli, save_resolved_config
 from detoxrl.data import DataConfig, group_references, load_detox_data
+from detoxrl.hub_push import check_push, push_run
 from detoxrl.log import setup_logging
 from detoxrl.models.config import DetoxModelConfig
 from detoxrl.resume import resolve_resume
@@ -70,6 +71,8 @@ def run(args=None) -> dict:
 
     set_seed(ppo_args.seed)  # before the adapter and value head are initialised
     resume = resolve_resume(ppo_args.resume_from_checkpoint, ppo_args.output_dir)
+    check_push(ppo_args.push_to_hub, ppo_args.hub_model_id, ppo_args.output_dir)
+    push, ppo_args.push_to_hub = ppo_args.push_to_hub, False  # pushed once, as a whole run folder (detoxrl/hub_push.py)
     data = load_detox_data(data_cfg)
     lexicon = load_lexicon(vocab_cfg)
 
@@ -92,6 +95,11 @@ def run(args=None) -> dict:
         summary = run_trl(ppo_args, policy, reward, prompts, model_cfg, evaluator, resume)
         save_resolved_config(os.path.join(ppo_args.output_dir, "resolved_config.yaml"), data_cfg, vocab_cfg,
                              model_cfg, reward_cfg, ppo_args)
+        from accelerate import PartialState
+
+        if push and PartialState().is_main_process:
+            push_run(ppo_args.output_dir, ppo_args.hub_model_id, ppo_args.hub_private_repo, ppo_args.hub_token,
+                     f"detoxrl {ppo_args.algorithm}")
         return summary
 
     from rl.save import save_ppo_result
@@ -111,6 +119,8 @@ def run(args=None) -> dict:
                              ppo_args)
         log.info("saved to %s: adapter/, merged/, value_head.safetensors, detoxrl.json, README.md (%.1f min)",
                  out, minutes)
+        if push:
+            push_run(out, ppo_args.hub_model_id, ppo_args.hub_private_repo, ppo_args.hub_token, "detoxrl ppo")
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()  # closes trackers (and the process group)
     return summary

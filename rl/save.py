@@ -16,9 +16,10 @@ from dataclasses import replace
 from safetensors.torch import save_file
 
 from detoxrl.io import atomic_write_text
-from sft.save import save_folder, save_merged, write_detoxrl_json
+from detoxrl.runcard import build_card, write_card
+from sft.save import save_folder, save_merged
 
-CARD = """---
+MODEL_CARD = """---
 library_name: transformers
 base_model: {base}
 tags: [detoxification, text-style-transfer, detoxrl, ppo]
@@ -61,9 +62,10 @@ def save_policy(out: str, policy, model, model_cfg, stage: str, summary: dict, m
     if merge and policy.is_peft:
         save_merged(model, tok, replace(model_cfg, model_name_or_path=base), policy.family, adapter_dir,
                     os.path.join(out, "merged"))
-    write_detoxrl_json(out, policy.family, os.path.abspath(base) if os.path.isdir(base) else base,
-                       policy.formatter.cfg, policy.formatter.format, run.generation(),
-                       {"finetuning": model_cfg.finetuning, "stage": stage, "parent": run.ref, "metrics": summary})
+    write_card(out, build_card(policy.family, os.path.abspath(base) if os.path.isdir(base) else base,
+                               policy.formatter.cfg, policy.formatter.format, run.generation(),
+                               {"finetuning": model_cfg.finetuning, "stage": stage, "parent": run.ref,
+                                "metrics": summary}))
 
 
 def save_ppo_result(trainer, model_cfg, summary: dict, info: dict) -> None:
@@ -82,6 +84,6 @@ def save_ppo_result(trainer, model_cfg, summary: dict, info: dict) -> None:
     before, after = summary.get("before", {}), summary.get("after", {})
     rows = "\n".join(f"| {k} | {before.get(k, float('nan')):.4f} | {after.get(k, float('nan')):.4f} |"
                      for k in sorted(set(before) | set(after)))
-    atomic_write_text(os.path.join(out, "README.md"), CARD.format(
+    atomic_write_text(os.path.join(out, "README.md"), MODEL_CARD.format(
         base=run.base_model or run.weights, name=os.path.basename(os.path.abspath(out)), parent=run.ref,
         rows=rows, n=trainer.args.eval_samples, **info))

@@ -13,13 +13,11 @@ Each folder is written to a temp name and renamed, so a crash never leaves a hal
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict
 
 from detoxrl.io import atomic_directory, atomic_write_text
 
-CARD = """---
+MODEL_CARD = """---
 library_name: {library}
 base_model: {base}
 tags: [detoxification, text-style-transfer, detoxrl]
@@ -80,14 +78,10 @@ def save_merged(model, tokenizer, model_cfg, family: str, adapter_dir: str, path
     save_folder(model.merge_and_unload(), tokenizer, path)
 
 
-def write_card(output_dir: str, info: dict, metrics: dict) -> None:
+def write_model_card(output_dir: str, info: dict, metrics: dict) -> None:
     rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
     auto = "AutoModelForSeq2SeqLM" if info["family"] == "seq2seq" else "AutoModelForCausalLM"
-    text = CARD.format(metric_rows=rows, auto=auto, library="transformers", **info)
+    text = MODEL_CARD.format(metric_rows=rows, auto=auto, library="transformers", **info)
     atomic_write_text(os.path.join(output_dir, "README.md"), text)
 
 
-def write_detoxrl_json(output_dir: str, family: str, base: str, prompt_cfg, prompt_format: str, generation, extra: dict) -> None:
-    payload = {"family": family, "base_model": base, "prompt": {**asdict(prompt_cfg), "prompt_format": prompt_format},
-               "generation": asdict(generation), **extra}
-    atomic_write_text(os.path.join(output_dir, "detoxrl.json"), json.dumps(payload, indent=2, ensure_ascii=False))

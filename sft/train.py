@@ -35,7 +35,9 @@ from detoxrl.prompts import PromptConfig, PromptFormatter
 from detoxrl.vocab import VocabConfig, load_lexicon, toxic_token_ids
 from sft.config import DetoxSFTConfig
 from sft.features import FeatureBuilder, PairCollator
-from sft.save import save_folder, save_merged, write_card, write_detoxrl_json
+from detoxrl.hub_push import check_push, push_run
+from detoxrl.runcard import build_card, write_card
+from sft.save import save_folder, save_merged, write_model_card
 from sft.trainer import DetoxCausalTrainer, DetoxSeq2SeqTrainer, IdentityGuard
 
 log = logging.getLogger("detoxrl")
@@ -61,6 +63,8 @@ def run(args=None) -> dict:
     data_cfg, vocab_cfg, model_cfg, prompt_cfg, train_args = parse(args)
     resume = resolve_resume(train_args.resume_from_checkpoint, train_args.output_dir)
     check_quantization(model_cfg)
+    check_push(train_args.push_to_hub, train_args.hub_model_id, train_args.output_dir)
+    push, train_args.push_to_hub = train_args.push_to_hub, False  # pushed once, as a whole run folder (detoxrl/hub_push.py)
     train_args.label_names = ["labels"]
     train_args.prediction_loss_only = True
     train_args.remove_unused_columns = False
@@ -113,19 +117,21 @@ def run(args=None) -> dict:
             save_merged(unwrapped, tok, model_cfg, family, adapter_dir, os.path.join(out, "merged"))
         save_resolved_config(os.path.join(out, "resolved_config.yaml"), data_cfg, vocab_cfg, model_cfg, prompt_cfg,
                              train_args)
-        write_detoxrl_json(out, family, model_cfg.model_name_or_path, prompt_cfg, formatter.format,
-                           GenerationSettings(max_new_tokens=train_args.guard_max_new_tokens),
-                           {"finetuning": model_cfg.finetuning, "stage": "sft", "metrics": summary})
+        write_card(out, build_card(family, model_cfg.model_name_or_path, prompt_cfg, formatter.format,
+                                   GenerationSettings(max_new_tokens=train_args.guard_max_new_tokens),
+                                   {"finetuning": model_cfg.finetuning, "stage": "sft", "metrics": summary}))
         card_metrics = {k.removeprefix("eval_"): v for k, v in metrics.items()
                         if k in ("eval_loss", "eval_copy_rate", "eval_lexicon_toxicity", "eval_input_lexicon_toxicity",
                                  "eval_chrf")}
-        write_card(out, {"name": os.path.basename(os.path.abspath(out)), "base": model_cfg.model_name_or_path,
+        write_model_card(out, {"name": os.path.basename(os.path.abspath(out)), "base": model_cfg.model_name_or_path,
                          "family": family, "finetuning": model_cfg.finetuning, "loss": _loss_name(train_args),
                          "prompt_format": formatter.format, "train_pairs": f"{len(data.train):,}",
                          "steps": trainer.state.global_step, "train_minutes": minutes,
                          "guard_n": len(guard.sources) if guard else 0}, card_metrics)
         log.info("saved to %s: adapter/, %sREADME.md, detoxrl.json (%.1f min)", out,
                  "merged/, " if train_args.merge_adapter and model_cfg.finetuning != "full" else "", minutes)
+        if push:
+            push_run(out, train_args.hub_model_id, train_args.hub_private_repo, train_args.hub_token, "detoxrl sft")
     return summary
 
 

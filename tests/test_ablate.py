@@ -132,7 +132,7 @@ def test_grid_config_errors_are_one_line(tmp_path):
              ({"variants": [{"name": "a"}, {"name": "a"}]}, "two variants are named 'a'"),
              ({"variants": [{"name": "a/b"}]}, "name 'a/b' must be"),
              ({"overrides": {"output_dir": "x"}}, "'output_dir' is set by detox-ablate"),
-             ({"base_config": "nope.yaml"}, "base_config: 'nope.yaml' not found"),
+             ({"base_config": "nope.yaml"}, "base_config: config 'nope.yaml' not found"),
              ({"eval": {"max_eval_sentences": 0}}, "max_eval_sentences must be"),
              ({"variants": []}, "non-empty list")]
     for change, message in cases:

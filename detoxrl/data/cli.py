@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-from detoxrl.config import DetoxParser, run_cli
+from detoxrl.config import DetoxParser, prog_name, run_cli
 from detoxrl.data import DEFAULT_INSTRUCTION, DataConfig, DetoxData, load_detox_data, write_instruction_json
 from detoxrl.errors import UserError
 
@@ -77,11 +77,11 @@ COMMANDS = {"export": (ExportArgs, export), "preview": (PreviewArgs, preview)}
 def _main(args: list[str] | None) -> None:
     args = list(sys.argv[1:] if args is None else args)
     if not args or args[0] in ("-h", "--help"):
-        print(USAGE)
+        print(USAGE.replace("detox-data", prog_name("detox-data")))
         return
     command = args.pop(0)
     if command not in COMMANDS:
-        raise UserError(f"detox-data: unknown command '{command}'; use export or preview ({USAGE})")
+        raise UserError(f"{prog_name('detox-data')}: unknown command '{command}'; use export or preview ({USAGE})")
     options_type, run = COMMANDS[command]
     cfg, options = DetoxParser([DataConfig, options_type], prog=f"detox-data {command}").parse(args)
     run(cfg, options)

@@ -1,6 +1,6 @@
 """``DetoxModelConfig``: TRL's ``ModelConfig`` plus the fine-tuning type and detoxrl defaults.
 
-``finetuning`` picks one of five setups and sets TRL's own switches (``use_peft``,
+``finetuning`` picks one of five setups (or ``auto``, below) and sets TRL's own switches (``use_peft``,
 ``load_in_4bit``, ``load_in_8bit``) to match, so TRL's ``get_quantization_config`` and
 ``get_peft_config`` serve unchanged:
 
@@ -11,6 +11,12 @@ qlora    LoRA on a 4-bit NF4 base, bf16 compute, optional double quantization, k
 lora8bit LoRA on an 8-bit (LLM.int8) base, k-bit prep
 ia3      (IA)^3: learned rescaling vectors, the lightest adapter-style option
 ======== ========================================================================
+
+``auto`` (the default) resolves when the config is parsed, so ``resolved_config.yaml`` records the
+setup that ran: ``qlora`` on a CUDA machine with bitsandbytes (the design card's supervised stage: a 4-bit
+base frees memory for larger batches and models), ``lora`` elsewhere. On CPU, bitsandbytes' 4-bit
+kernels dequantize every matmul and run slower than a bf16/fp32 LoRA (``python bench/sft.py --compare
+qlora`` measures it), so CPU runs stay LoRA.
 
 Defaults follow the seed setups: r=8, alpha=16, dropout 0.05, no bias, targets ``qv``.
 """
@@ -27,6 +33,15 @@ from detoxrl.models.embedded import SMOLLM2_ID
 FINETUNING_TYPES = ("full", "lora", "qlora", "lora8bit", "ia3")
 
 
+def auto_finetuning() -> str:
+    """What ``finetuning: auto`` means on this machine: qlora on CUDA with bitsandbytes, else lora."""
+    import importlib.util
+
+    import torch
+
+    return "qlora" if torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") else "lora"
+
+
 @dataclass
 class DetoxModelConfig(ModelConfig):
     """Which model to load and how to fine-tune it (every field is a YAML key and a CLI flag)."""
@@ -36,9 +51,10 @@ class DetoxModelConfig(ModelConfig):
         metadata={"help": "Hub id (e.g. google/mt5-base) or local folder. The embedded SmolLM2 and "
                   "MiniLM are served offline from their PyPI packages."},
     )
-    finetuning: Literal["full", "lora", "qlora", "lora8bit", "ia3"] = field(
-        default="lora",
-        metadata={"help": "full | lora | qlora (4-bit NF4 base) | lora8bit (8-bit base) | ia3."},
+    finetuning: Literal["auto", "full", "lora", "qlora", "lora8bit", "ia3"] = field(
+        default="auto",
+        metadata={"help": "auto (qlora on CUDA, lora on CPU; resolved when parsed) | full | lora | qlora (4-bit NF4 "
+                  "base) | lora8bit (8-bit base) | ia3."},
     )
     model_family: Literal["auto", "causal", "seq2seq"] = field(
         default="auto",
@@ -69,6 +85,8 @@ class DetoxModelConfig(ModelConfig):
     )
 
     def __post_init__(self):
+        if self.finetuning == "auto":
+            self.finetuning = auto_finetuning()
         if isinstance(self.lora_target_modules, str):
             self.lora_target_modules = [self.lora_target_modules]
         if self.lora_r <= 0:

@@ -6,6 +6,9 @@ A run folder, as ``sft/save.py`` and ``rl/save.py`` write it::
     <run>/merged/        the full model with the adapter folded in (LoRA runs), with its tokenizer
     <run>/adapter/       the adapter (LoRA runs) or the full model (full fine-tuning)
 
+A run pushed to the hub (``detoxrl/hub_push.py``) keeps the card beside the model at its root; a
+downloaded copy of it reads the same way.
+
 ``read_run(ref)`` accepts the run folder, its ``merged/`` or ``adapter/`` subfolder, a plain
 transformers model folder, a hub id or an alias (``smollm2``); only the first three carry a
 ``detoxrl.json``. A path that does not exist, or a folder that holds no model, is a one-line
@@ -21,8 +24,7 @@ from dataclasses import dataclass, field, fields
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings
 from detoxrl.prompts import PromptConfig
-
-CARD = "detoxrl.json"
+from detoxrl.runcard import CARD, card_file, has_card, read_card
 
 
 @dataclass
@@ -66,15 +68,6 @@ def _is_adapter_folder(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "adapter_config.json"))
 
 
-def _load_card(folder: str) -> dict:
-    path = os.path.join(folder, CARD)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); re-save the run or delete the file") from None
-
-
 def read_run(ref: str) -> RunInfo:
     """Locate weights, adapter and card for ``ref`` (see the module docstring)."""
     path = os.path.expanduser(ref)
@@ -85,8 +78,8 @@ def read_run(ref: str) -> RunInfo:
         return RunInfo(ref=ref, weights=ref)  # a hub id or alias: resolve_model takes it from here
     if not os.path.isdir(path):
         raise UserError(f"model '{ref}' is a file; pass a run folder, a model folder or a hub id")
-    if os.path.isfile(os.path.join(path, CARD)):
-        card = _load_card(path)
+    if has_card(path):
+        card = read_card(path)
         merged, adapter = os.path.join(path, "merged"), os.path.join(path, "adapter")
         has_adapter = os.path.isdir(adapter) and _is_adapter_folder(adapter)
         if os.path.isdir(merged) and _is_model_folder(merged):
@@ -96,16 +89,20 @@ def read_run(ref: str) -> RunInfo:
         if has_adapter:
             base = card.get("base_model")
             if not base:
-                raise UserError(f"{os.path.join(path, CARD)}: no base_model for the adapter in {adapter}")
+                raise UserError(f"{card_file(path)}: no base_model for the adapter in {adapter}")
             return RunInfo(ref, base, adapter, card)
+        if _is_model_folder(path):  # a run as detoxrl/hub_push.py uploads it: the model at the root
+            return RunInfo(ref, path, None, card)
+        if _is_adapter_folder(path):
+            return RunInfo(ref, card.get("base_model") or _adapter_base(path), path, card)
         raise UserError(f"run folder '{ref}' has {CARD} but no merged/ or adapter/ model; was training interrupted? "
                         "Resume it, or pass another model")
     parent = os.path.dirname(os.path.abspath(path))
     if _is_model_folder(path):
-        card = _load_card(parent) if os.path.isfile(os.path.join(parent, CARD)) else {}
+        card = read_card(parent) if has_card(parent) else {}
         return RunInfo(ref, path, None, card)
     if _is_adapter_folder(path):
-        card = _load_card(parent) if os.path.isfile(os.path.join(parent, CARD)) else {}
+        card = read_card(parent) if has_card(parent) else {}
         base = card.get("base_model") or _adapter_base(path)
         return RunInfo(ref, base, path, card)
     raise UserError(f"'{ref}' is not a model: no config.json, adapter_config.json or {CARD} in it")
