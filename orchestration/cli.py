@@ -8,8 +8,9 @@
 
 Each sub-command runs the entry point's own ``main`` in this process, under the name ``detoxrl <sub>``
 (``usage:`` and error lines say so). ``--accelerate_config FILE`` and/or ``--num_processes N`` (training
-sub-commands only) re-launch the entry point's script through ``accelerate launch``, as ``trl sft`` does;
-``accelerate launch sft/train.py`` and ``accelerate launch rl/ppo.py`` keep working as they are.
+sub-commands only) re-launch the entry point's script through ``accelerate launch``, as ``trl sft`` does
+(``torchrun`` for several CPU processes, see ``launch_argv``); ``accelerate launch sft/train.py`` and
+``accelerate launch rl/ppo.py`` keep working as they are.
 
 The old console scripts (``detox-sft``, ``detox``, ``detox-eval``, ...) are aliases that run the same
 entry points under their own names.
@@ -90,22 +91,39 @@ def split_launch_flags(args: list[str]) -> tuple[dict[str, str], list[str]]:
     return found, rest
 
 
-def launch_argv(command: Command, launch: dict[str, str], args: list[str]) -> list[str]:
-    """The ``accelerate launch`` command line for a training entry point (its script file, as the design
-    card runs it)."""
-    argv = [sys.executable, "-m", "accelerate.commands.launch"]
-    if "accelerate_config" in launch:
-        path = launch["accelerate_config"]
-        if not os.path.isfile(path):
-            raise UserError(f"detoxrl: --accelerate_config '{path}' not found (see configs/accelerate/)")
-        argv += ["--config_file", path]
-    if "num_processes" in launch:
-        n = launch["num_processes"]
-        if not n.isdigit() or int(n) < 1:
-            raise UserError(f"detoxrl: --num_processes must be a whole number >= 1, got '{n}'")
-        argv += ["--num_processes", n]
+def _cpu_only(config_path: str | None) -> bool:
+    """No CUDA here, or the accelerate config asks for the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return True
+    if config_path:
+        import yaml
+
+        with open(config_path, encoding="utf-8") as fh:
+            return bool((yaml.safe_load(fh) or {}).get("use_cpu"))
+    return False
+
+
+def launch_argv(command: Command, launch: dict[str, str], args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command line (and extra environment) that runs a training entry point's script file in several
+    processes, as the design card runs it: ``accelerate launch``; on the CPU with more than one process,
+    ``torchrun`` with ``ACCELERATE_USE_CPU=true`` (``accelerate launch --cpu --num_processes 2`` silently
+    runs a single process, and its MULTI_CPU mode needs MPI)."""
+    config = launch.get("accelerate_config")
+    if config is not None and not os.path.isfile(config):
+        raise UserError(f"detoxrl: --accelerate_config '{config}' not found (see configs/accelerate/)")
+    n = launch.get("num_processes")
+    if n is not None and (not n.isdigit() or int(n) < 1):
+        raise UserError(f"detoxrl: --num_processes must be a whole number >= 1, got '{n}'")
     script = importlib.import_module(command.module).__file__
-    return argv + [script, *args]
+    if n is not None and int(n) > 1 and _cpu_only(config):
+        return ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", n, script, *args],
+                {"ACCELERATE_USE_CPU": "true"})
+    argv = [sys.executable, "-m", "accelerate.commands.launch"]
+    argv += ["--config_file", config] if config else []
+    argv += ["--num_processes", n] if n else []
+    return argv + [script, *args], {}
 
 
 def run(name: str, args: list[str], prog: str | None = None) -> int:
@@ -116,7 +134,8 @@ def run(name: str, args: list[str], prog: str | None = None) -> int:
         if not command.launchable:
             raise UserError(f"detoxrl {name}: --accelerate_config / --num_processes apply to "
                             f"{' and '.join(n for n, c in COMMANDS.items() if c.launchable)} only")
-        return subprocess.call(launch_argv(command, launch, args))
+        argv, env = launch_argv(command, launch, args)
+        return subprocess.call(argv, env={**os.environ, **env})
     with rename_prog(command.own_name, prog or f"detoxrl {name}"):
         return importlib.import_module(command.module).main(args)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -66,14 +67,43 @@ def test_alias_runs_under_its_old_name(monkeypatch, capsys):
 
 def test_launch_flags_wrap_accelerate_launch_for_training_commands(monkeypatch):
     calls = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda argv: calls.append(argv) or 0)
-    acc = os.path.join(ROOT, "configs", "accelerate", "cpu.yaml")
+    monkeypatch.setattr(cli.subprocess, "call", lambda argv, env: calls.append((argv, env)) or 0)
+    monkeypatch.setattr(cli, "_cpu_only", lambda config: False)  # a GPU machine
+    acc = os.path.join(ROOT, "configs", "accelerate", "multi_gpu.yaml")
     assert cli.main(["sft", "--accelerate_config", acc, "--num_processes=2", "--config", "c.yaml", "--seed", "1"]) == 0
-    (argv,) = calls
+    ((argv, env),) = calls
     assert argv[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert argv[3:7] == ["--config_file", acc, "--num_processes", "2"]
     assert argv[7] == os.path.join(ROOT, "sft", "train.py")
     assert argv[8:] == ["--config", "c.yaml", "--seed", "1"]
+
+
+def test_several_cpu_processes_use_torchrun(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda argv, env: calls.append((argv, env)) or 0)
+    monkeypatch.setattr(cli, "_cpu_only", lambda config: True)
+    assert cli.main(["ppo", "--num_processes", "2", "--config", "c.yaml"]) == 0
+    ((argv, env),) = calls
+    assert argv[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    assert argv[6] == os.path.join(ROOT, "rl", "ppo.py") and argv[7:] == ["--config", "c.yaml"]
+    assert env["ACCELERATE_USE_CPU"] == "true"
+
+
+def test_two_cpu_processes_really_run(tiny_dir, toy_data, tmp_path):
+    """``detoxrl sft --num_processes 2`` on the CPU starts two ranks that train one model together."""
+    from tests.test_sft_train import _args
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "orchestration.cli", "sft", "--num_processes", "2",
+            *_args(tiny_dir("llama"), toy_data, out, "--finetuning", "lora", "--lora_r", "4", "--lora_alpha", "8",
+                   "--guard_samples", "0", "--merge_adapter", "false", "--logging_steps", "1")]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = json.load(open(out / "checkpoint-2" / "trainer_state.json"))
+    assert state["global_step"] == 2
+    assert sorted(f for f in os.listdir(out / "checkpoint-2") if f.startswith("rng_state")) == [
+        "rng_state_0.pth", "rng_state_1.pth"]  # one RNG file per rank: two processes trained
 
 
 @pytest.mark.parametrize("args,message", [
