@@ -22,6 +22,7 @@ import os
 
 from detoxrl.runcard import card_file, digest, find_card, has_card, read_card, write_card
 
+
 def _digest(data: bytes) -> str:
     """The first 10 hex digits of the SHA-256 of ``data`` (a config.json or a card's content)."""
     return hashlib.sha256(data).hexdigest()[:10]
