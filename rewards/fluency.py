@@ -1,10 +1,13 @@
 """Fluency judge: ``lm`` (log-likelihood under a frozen causal LM) or ``hf`` (a CoLA acceptability classifier).
 
 ``lm`` definition. The output is tokenized (no special tokens, at most ``fluency_max_length``
-tokens) and scored after one context token ``c``: the LM's ``<|endoftext|>`` document separator
-when the vocabulary has it, else its BOS, else its EOS. With tokens ``t_1..t_T``:
+tokens; a longer text is cut there and scored without the end token) and scored between two copies
+of one context token ``c``: the LM's ``<|endoftext|>`` document separator when the vocabulary has
+it, else its BOS, else its EOS. With tokens
+``t_1..t_T`` and ``t_{T+1} = c`` (the end of the text, so an unfinished sentence, which does not
+predict its end, scores below its finished version):
 
-    m(x)  = (1/T) sum_{i=1..T} log p(t_i | c, t_<i)             (mean token log-prob, nats)
+    m(x)  = (1/(T+1)) sum_{i=1..T+1} log p(t_i | c, t_<i)       (mean token log-prob, nats)
     FL(x) = sigmoid((m(x) - fluency_center) / fluency_scale)      and 0 for an empty output
 
 The constants are calibrated on the ParaDetox neutral side (human rewrites) by
@@ -138,8 +141,11 @@ class LMFluency:
         keep = [i for i, t in enumerate(texts) if not is_empty(t)]
         if not keep:
             return out
-        ids = self.tokenizer([texts[i] for i in keep], add_special_tokens=False, truncation=True,
-                             max_length=self.cfg.fluency_max_length)["input_ids"]
+        cap = self.cfg.fluency_max_length
+        # the end-of-text token is scored too (a finished text predicts it); a text cut at the cap is not
+        # finished, so it gets no end token
+        ids = [row[:cap] if len(row) > cap else row + [self.context_id] for row in
+               self.tokenizer([texts[i] for i in keep], add_special_tokens=False)["input_ids"]]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.context_id
         for batch in sorted_batches(ids, self.cfg.fluency_batch_size):
             seqs = [[self.context_id] + ids[b] for b in batch]
