@@ -10,7 +10,7 @@ The grid config (YAML)::
     overrides: {max_steps: 40, ...}        # rl/ppo.py fields shared by every variant (budget, seed, ...)
     final_window: 5                        # training steps averaged for the train_* columns
     eval:
-      config: configs/eval/independent.yaml
+      config: configs/eval/default.yaml
       max_eval_sentences: 200              # null: the eval config's own value
       overrides: {}                        # any detox-eval field
       references: [start, duplicate]       # scored once beside the variants; start = the SFT model
@@ -62,7 +62,7 @@ EVAL_KEYS = {"config", "max_eval_sentences", "overrides", "references"}
 VARIANT_KEYS = {"name", "overrides", "description"}
 RESERVED = {"output_dir", "resume_from_checkpoint"}  # set by the grid itself
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-EVAL_COLUMNS = ("STA", "SIM", "FL", "J", "ChrF", "ChrF++", "BLEU", "copy", "empty", "len_ratio", "sent/s")
+EVAL_COLUMNS = ("STA", "SIM", "FL", "J", "FL_LM", "J_LM", "ChrF", "ChrF++", "BLEU", "copy", "empty", "len_ratio", "sent/s")
 TRAIN_TAGS = ("reward/total", "reward/mixed", "reward/penalty", "reward/toxicity", "reward/similarity",
               "reward/fluency", "reward/feedback", "reward/score", "rollout/copy_rate", "rollout/truncated", "ppo/kl")
 
@@ -152,7 +152,7 @@ def load_config(path: str, output_dir: str | None = None) -> AblationConfig:
     return AblationConfig(
         path=path, base_config=_config_file(raw.get("base_config"), f"{where}: base_config"), output_dir=out,
         overrides=overrides, variants=variants,
-        eval_config=_config_file(ev.get("config", "configs/eval/independent.yaml"), f"{where}: eval: config"),
+        eval_config=_config_file(ev.get("config", "configs/eval/default.yaml"), f"{where}: eval: config"),
         max_eval_sentences=max_eval, eval_overrides=mapping(ev.get("overrides"), f"{where}: eval: overrides"),
         references=refs, final_window=window, description=str(raw.get("description") or "").strip())
 
@@ -426,7 +426,7 @@ def _md(v, digits: int = 3) -> str:
 
 
 MD_COLUMNS = [("variant", "variant"), ("status", "status"), ("overrides", "overrides"), ("J", "J"), ("STA", "STA"),
-              ("SIM", "SIM"), ("FL", "FL"), ("ChrF", "ChrF"), ("copy", "copy"),
+              ("SIM", "SIM"), ("FL", "FL"), ("J_LM", "J_LM"), ("ChrF", "ChrF"), ("copy", "copy"),
               ("after_reward_total", "dev reward"), ("after_reward_toxicity", "dev P(toxic)"),
               ("after_reward_similarity", "dev sim"), ("after_reward_fluency", "dev fl"),
               ("train_reward_total", "train reward"), ("train_ppo_kl", "train KL"), ("steps", "steps"),
