@@ -43,3 +43,19 @@ def test_return_is_raw_score_minus_kl_in_score_units(mode):
     seq_kl = ((logp - ref) * mask).sum(1)
     assert returns[:, 0] == pytest.approx(((raw - mu - beta * seq_kl) / sigma).tolist(), abs=1e-5)
     assert sigma != pytest.approx(1.0) or mode == "none"  # the modes really differ
+
+
+@pytest.mark.parametrize("norm", ["none", "running"])
+def test_trl_beta_mapping(norm, tmp_path):
+    from rl.config import DetoxPPOConfig
+    from rl.trl_algos import trl_config
+
+    def cfg(algorithm):
+        args = DetoxPPOConfig(output_dir=str(tmp_path), algorithm=algorithm, reward_norm=norm, kl_coef=0.02,
+                              rollout_batch_size=8, num_generations=4, report_to="none", use_cpu=True)
+        return trl_config(args, algorithm)
+
+    rloo, grpo = cfg("rloo"), cfg("grpo")
+    assert rloo.beta == grpo.beta == 0.02
+    assert rloo.normalize_advantages is (norm != "none")  # RLOO's KL sits in the reward: normalised with it
+    assert grpo.scale_rewards == ("none" if norm == "none" else "group")
