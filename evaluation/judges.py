@@ -35,11 +35,13 @@ import yaml
 from detoxrl.errors import UserError
 from detoxrl.metrics import sentence_chrf
 from detoxrl.models.embedded import ALIASES, MPNET_ID, SMOLLM2_ID
+from detoxrl.models.refs import looks_like_hub_id
 from detoxrl.vocab import VocabConfig
 from rewards.batching import check_device, resolve_device
 from rewards.fluency import DEFAULT_CALIBRATION, FluencyConfig, build_fluency_scorer
 from rewards.similarity import SimilarityConfig, SimilarityScorer
 from rewards.toxicity import DEFAULT_TOXICITY_MODEL, ToxicityConfig, build_toxicity_scorer
+from rewards.toxicity.default import default_classifier_dir, is_cache_name
 
 PREFIX = "judge_"
 # The independent toxicity judge: trained like the reward's (DEFAULT_TOXICITY_MODEL) but without ParaDetox and
@@ -49,7 +51,7 @@ EXTERNAL_TOXICITY_MODEL = "detoxrl-toxicity-minilm-external"
 
 @dataclass
 class EvalJudgesConfig:
-    """The three evaluation judges; each field means what the reward field without ``judge_`` means."""
+    """The evaluation judges; each field means what the reward field without ``judge_`` means."""
 
     judge_toxicity_backend: Literal["hf", "detoxify", "lexicon"] = field(
         default="hf", metadata={"help": "hf | detoxify | lexicon (as toxicity_backend)."})
@@ -65,7 +67,8 @@ class EvalJudgesConfig:
                                     "use), e.g. sentence-transformers/LaBSE."})
     judge_fluency_backend: Literal["lm", "hf"] = field(default="lm", metadata={"help": "lm | hf (as fluency_backend)."})
     judge_fluency_model: str = field(
-        default=SMOLLM2_ID, metadata={"help": "As fluency_model, e.g. textattack/roberta-base-CoLA with hf."})
+        default=SMOLLM2_ID, metadata={"help": "As fluency_model; scores the FL_LM column (J's FL is ChrF against the "
+                                      "references), e.g. textattack/roberta-base-CoLA with hf."})
     judge_fluency_label: str = field(default="1", metadata={"help": "As fluency_label."})
     judge_fluency_center: float = field(default=DEFAULT_CALIBRATION["fluency_center"],
                                         metadata={"help": "As fluency_center."})
@@ -115,7 +118,15 @@ class EvalJudgesConfig:
 
 
 def _canon(ref) -> str:
-    return ALIASES.get(str(ref), str(ref)).rstrip("/") if ref is not None else ""
+    """One spelling per model: aliases -> hub ids, ``detoxrl-toxicity-*`` names -> their cache folder, paths absolute."""
+    if ref is None:
+        return ""
+    ref = ALIASES.get(str(ref), str(ref))
+    if is_cache_name(ref):
+        return default_classifier_dir(ref)
+    if looks_like_hub_id(ref) and not os.path.exists(ref):
+        return ref
+    return os.path.abspath(os.path.expanduser(ref))
 
 
 def run_reward_config(ref: str) -> dict | None:

@@ -175,7 +175,8 @@ class DetoxPPOTrainer:
                                                               a.clip_range)
                         vf, vf_clipfrac = value_loss(out.values, old.values[micro], returns[micro], m,
                                                      a.clip_range_value)
-                        loss = a.vf_coef * vf if warmup else pg + a.vf_coef * vf
+                        # warm-up: 0 * pg keeps every parameter in the graph (DDP), its gradients are then dropped
+                        loss = (0.0 if warmup else 1.0) * pg + a.vf_coef * vf
                         check_finite("loss", loss, step)
                         self.accelerator.backward(loss)
                         if warmup:

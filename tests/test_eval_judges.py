@@ -118,3 +118,13 @@ def test_packaged_mpnet_similarity_is_sensible():
     sims = scorer(["you are a stupid idiot and nobody likes you"] * 2,
                   ["you are not smart and nobody likes you", "the weather will be sunny tomorrow"])
     assert sims[0] > 0.7 and sims[1] < 0.2
+
+
+def test_overlap_sees_one_model_under_two_spellings(tmp_path, monkeypatch):
+    from rewards.toxicity.default import default_classifier_dir
+
+    monkeypatch.setenv("DETOXRL_CACHE", str(tmp_path))
+    judges = EvalJudgesConfig(judge_toxicity_model=default_classifier_dir("detoxrl-toxicity-minilm"),
+                              judge_fluency_backend="hf")
+    assert judges.reward_overlap(vars(RewardConfig())) == [f"STA (hf:{judges.judge_toxicity_model})"]
+    assert EvalJudgesConfig(judge_fluency_backend="hf").reward_overlap(vars(RewardConfig())) == []
