@@ -108,7 +108,8 @@ class EvalJudgesConfig:
         if self.judge_toxicity_backend == reward.get("toxicity_backend", "hf") and (
                 self.judge_toxicity_backend == "lexicon"
                 or _canon(self.judge_toxicity_model) == _canon(reward.get("toxicity_model"))):
-            same.append(f"STA ({self.judge_toxicity_backend}:{self.judge_toxicity_model})")
+            same.append("STA (lexicon)" if self.judge_toxicity_backend == "lexicon" else
+                        f"STA ({self.judge_toxicity_backend}:{self.judge_toxicity_model})")
         if _canon(self.judge_similarity_model) == _canon(reward.get("similarity_model")):
             same.append(f"SIM ({self.judge_similarity_model})")
         if self.judge_fluency_backend == reward.get("fluency_backend", "lm") and \

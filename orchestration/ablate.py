@@ -433,6 +433,15 @@ MD_COLUMNS = [("variant", "variant"), ("status", "status"), ("overrides", "overr
               ("train_minutes", "train min")]
 
 
+def _judge_lines(grid: Grid) -> list[str]:
+    """``Judges:`` and one line per column judge of the grid's eval config (empty if it does not parse)."""
+    try:
+        _, judges, *_ = grid.evaluate.parse(eval_argv(grid.cfg, ["duplicate"], os.path.join(grid.cfg.output_dir, "x")))
+    except Exception:  # noqa: BLE001 - the table matters more than this note
+        return []
+    return ["Judges:", "", *(f"- {k}: {v}" for k, v in judges.describe().items()), ""]
+
+
 def write_markdown(grid: Grid, rows: list[dict], path: str, plot_note: str) -> None:
     cfg = grid.cfg
     lines = [f"# Reward ablation: {os.path.basename(cfg.path)}", ""]
@@ -440,7 +449,7 @@ def write_markdown(grid: Grid, rows: list[dict], path: str, plot_note: str) -> N
         lines += [cfg.description, ""]
     lines += [f"Every variant: `rl/ppo.py --config {cfg.base_config}` + `{describe_overrides(cfg.overrides)}` + its "
               f"overrides, from `{grid.start_model}`. Scored by `detox-eval --config {cfg.eval_config}` "
-              f"(max_eval_sentences {cfg.max_eval_sentences}).", "",
+              f"(max_eval_sentences {cfg.max_eval_sentences}).", "", *_judge_lines(grid),
               "| " + " | ".join(h for _, h in MD_COLUMNS) + " |", "|---|---|---|" + "---:|" * (len(MD_COLUMNS) - 3)]
     for r in rows:
         lines.append("| " + " | ".join(_md(r.get(k)) for k, _ in MD_COLUMNS) + " |")
@@ -451,7 +460,8 @@ def write_markdown(grid: Grid, rows: list[dict], path: str, plot_note: str) -> N
             logs = [f"`runs/{r['variant']}/{n}`" for n in ("train.log", "eval.log")
                     if os.path.isfile(os.path.join(grid.run_dir(r["variant"]), n))]
             lines.append(f"- `{r['variant']}`: {r['error']}" + (f" (log: {', '.join(logs)})" if logs else ""))
-    lines += ["", "Columns: STA, SIM, FL, J, ChrF, copy are detox-eval's (see its eval.md), on the same dev "
+    lines += ["", "Columns: STA, SIM, FL (sentence ChrF vs the references), J, J_LM (with the LM fluency, by default "
+              "the reward's own), ChrF, copy are detox-eval's (see its eval.md), on the same dev "
               "sentences for every row. `dev reward`, `dev P(toxic)`, `dev sim`, `dev fl`: the run's own reward and "
               "its components on its greedy dev sample after training (each variant's OWN reward, so not comparable "
               "across reward forms). `train reward`, `train KL`: mean over the last "

@@ -59,7 +59,7 @@ def test_warns_when_a_judge_is_the_runs_reward_model(tmp_path, caplog):
     systems = [System("ppo", "model", str(run / "merged")), System("dup", "baseline", "duplicate")]
     warnings = reward_judge_warnings(systems, judges)
     assert len(warnings) == 1 and warnings[0].startswith("ppo: judged by the model its run was rewarded with")
-    assert "STA (lexicon" in warnings[0] and "SIM (sentence-transformers/all-MiniLM-L6-v2)" in warnings[0]
+    assert "STA (lexicon)" in warnings[0] and "SIM (sentence-transformers/all-MiniLM-L6-v2)" in warnings[0]
     assert "FL_LM and J_LM" in warnings[0] and "judged by the model" in caplog.text
     assert reward_judge_warnings(systems, EvalJudgesConfig(judge_fluency_backend="hf")) == []
 
