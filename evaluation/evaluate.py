@@ -155,6 +155,7 @@ def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig
     paths = write_reports(cfg.output_dir, report, rows)
     save_resolved_config(os.path.join(cfg.output_dir, "resolved_config.yaml"), cfg, judges_cfg, data_cfg, vocab,
                          prompt, generation)
+    print("judges: " + "; ".join(f"{k} = {v}" for k, v in report["judges"].items()))
     print(markdown_table(results))
     print(f"wrote {paths['json']}, {paths['markdown']}, {paths['tsv']}")
     return report
