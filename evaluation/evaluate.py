@@ -10,7 +10,9 @@ references (ParaDetox has 1-3 per source).
 Systems (``systems``, see ``evaluation/systems.py``): the baselines ``duplicate`` and ``delete``, a
 predictions file, or a model (merged folder, adapter folder, SFT output folder, hub id), decoded in
 batches by the core ``generate_rewrites`` with the ``GenerationSettings`` of this run (the same for
-every model). Judges: ``EvalJudgesConfig`` (``judge_*`` fields), never the reward's settings.
+every model). Judges: ``EvalJudgesConfig`` (``judge_*`` fields), never the reward's settings; by
+default independent of the reward (see ``evaluation/judges.py``), and a warning names any judge that
+is the model an evaluated run was rewarded with (its ``resolved_config.yaml`` says).
 
 Output, written atomically into ``output_dir``: ``eval.json`` (everything), ``eval.md`` (the table),
 ``eval_sentences.tsv`` (one row per system and sentence) and ``resolved_config.yaml``. Every number
@@ -35,7 +37,7 @@ from detoxrl.prompts import PromptConfig
 from detoxrl.vocab import VocabConfig, load_lexicon
 from evaluation import baselines
 from rewards.batching import check_device, set_torch_threads
-from evaluation.judges import EvalJudgesConfig, Judges
+from evaluation.judges import EvalJudgesConfig, Judges, run_reward_config
 from evaluation.predictions import read_predictions
 from evaluation.report import markdown_table, sentence_rows, system_scores, write_reports
 from evaluation.systems import System, load_system_model, parse_system
@@ -112,6 +114,18 @@ def produce_outputs(system: System, sources: list[str], vocab: VocabConfig, prom
     return outputs, seconds, what
 
 
+def reward_judge_warnings(systems: list[System], judges_cfg: EvalJudgesConfig) -> list[str]:
+    """One warning per model system whose run (its ``resolved_config.yaml``) was rewarded by an eval judge."""
+    out = []
+    for system in systems:
+        reward = run_reward_config(system.ref) if system.kind == "model" else None
+        same = judges_cfg.reward_overlap(reward) if reward else []
+        if same:
+            out.append(f"{system.name}: judged by the model its run was rewarded with: {', '.join(same)}")
+            log.warning("%s", out[-1])
+    return out
+
+
 def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig, vocab: VocabConfig,
              prompt: PromptConfig, generation: GenerationSettings) -> dict:
     """Run every system, judge it, write the reports; returns the report dict."""
@@ -127,19 +141,21 @@ def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig
     for system in systems:
         outputs, seconds, what = produce_outputs(system, test.sources, vocab, prompt, generation, cfg.eval_device)
         start = time.perf_counter()
-        judged = judges.score(test.sources, outputs)
+        judged = judges.score(test.sources, outputs, test.references)
         judge_seconds = time.perf_counter() - start
         scores = system_scores(test.sources, outputs, test.references, judged, seconds)
         results[system.name] = {"kind": system.kind, "what": what, "scores": scores,
                                 "generation_seconds": seconds, "judge_seconds": round(judge_seconds, 2)}
         rows += sentence_rows(system.name, test.sources, outputs, test.references, judged)
-        log.info("%s: J %.3f STA %.3f SIM %.3f FL %.3f (judged in %.1fs)", system.name, scores["J"], scores["STA"],
-                 scores["SIM"], scores["FL"], judge_seconds)
+        log.info("%s: J %.3f STA %.3f SIM %.3f FL(ChrF) %.3f | J_LM %.3f FL_LM %.3f (judged in %.1fs)", system.name,
+                 scores["J"], scores["STA"], scores["SIM"], scores["FL"], scores["J_LM"], scores["FL_LM"],
+                 judge_seconds)
     report = {"test_set": test.description, "judges": judges_cfg.describe(), "generation": asdict(generation),
-              "systems": results}
+              "warnings": reward_judge_warnings(systems, judges_cfg), "systems": results}
     paths = write_reports(cfg.output_dir, report, rows)
     save_resolved_config(os.path.join(cfg.output_dir, "resolved_config.yaml"), cfg, judges_cfg, data_cfg, vocab,
                          prompt, generation)
+    print("judges: " + "; ".join(f"{k} = {v}" for k, v in report["judges"].items()))
     print(markdown_table(results))
     print(f"wrote {paths['json']}, {paths['markdown']}, {paths['tsv']}")
     return report

@@ -4,9 +4,11 @@
 
 =============  =====================================================================================
 STA            mean of 1 - toxicity(output)                      (evaluation judges, not the reward's)
-SIM            mean of similarity(source, output)
-FL             mean of fluency(output)
-J              mean of STA_i * SIM_i * FL_i
+SIM            mean of similarity(source, output)                (default encoder: all-mpnet-base-v2)
+FL             mean of ChrF_i: sentence ChrF(output, its references) / 100 (TextDetox 2024's FL)
+J              mean of STA_i * SIM_i * FL_i                      (the headline; NaN without references)
+FL_LM          mean of the LM fluency(output)                    (by default the REWARD's own fluency LM)
+J_LM           mean of STA_i * SIM_i * FL_LM_i                   (same STA and SIM; not independent)
 ChrF, ChrF++   sacrebleu corpus chrF / chrF++ against all references of each sentence, / 100
 BLEU           sacrebleu corpus BLEU against all references, / 100
 copy           share of outputs equal to their source after ``norm_key`` normalisation
@@ -28,7 +30,7 @@ from detoxrl.io import atomic_write_text
 from detoxrl.metrics import bleu, chrf, chrf_pp, copy_rate, empty_rate, joint, length_ratio, mean
 from rewards.checks import copy_flags, empty_flags
 
-COLUMNS = ("STA", "SIM", "FL", "J", "ChrF", "ChrF++", "BLEU", "copy", "empty", "len_ratio", "sent/s")
+COLUMNS = ("STA", "SIM", "FL", "J", "FL_LM", "J_LM", "ChrF", "ChrF++", "BLEU", "copy", "empty", "len_ratio", "sent/s")
 
 
 def system_scores(sources: list[str], outputs: list[str], references: list[list[str]], judged: dict[str, list[float]],
@@ -36,8 +38,10 @@ def system_scores(sources: list[str], outputs: list[str], references: list[list[
     """Every number of one system's row (see the module docstring)."""
     has_refs = any(references)
     return {
-        "STA": mean(judged["STA"]), "SIM": mean(judged["SIM"]), "FL": mean(judged["FL"]),
-        "J": joint(judged["STA"], judged["SIM"], judged["FL"]),
+        "STA": mean(judged["STA"]), "SIM": mean(judged["SIM"]),
+        "FL": mean(judged["FL"]) if has_refs else math.nan,
+        "J": joint(judged["STA"], judged["SIM"], judged["FL"]) if has_refs else math.nan,
+        "FL_LM": mean(judged["FL_LM"]), "J_LM": joint(judged["STA"], judged["SIM"], judged["FL_LM"]),
         "ChrF": chrf(outputs, references) if has_refs else math.nan,
         "ChrF++": chrf_pp(outputs, references) if has_refs else math.nan,
         "BLEU": bleu(outputs, references) if has_refs else math.nan,
@@ -45,6 +49,11 @@ def system_scores(sources: list[str], outputs: list[str], references: list[list[
         "len_ratio": length_ratio(sources, outputs),
         "sent/s": (len(outputs) / seconds if seconds else math.inf) if seconds is not None else None,
     }
+
+
+JUDGE_NOTE = ("J is the headline: STA x SIM x FL with FL = sentence ChrF against the human references. FL_LM and "
+              "J_LM use the LM fluency judge, by default the reward's own SmolLM2: a policy can learn it, so they are "
+              "not independent.")
 
 
 def _cell(name: str, value) -> str:
@@ -64,10 +73,12 @@ def markdown_table(results: dict[str, dict]) -> str:
 
 
 def sentences_tsv(rows: list[dict]) -> str:
-    """Per-sentence rows: system, index, source, output, STA, SIM, FL, J, copy, empty, references (``|||``)."""
+    """Per-sentence rows: system, index, source, output, STA, SIM, FL (ChrF), J, FL_LM, J_LM, copy, empty,
+    references (``|||``)."""
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
-    header = ["system", "index", "source", "output", "STA", "SIM", "FL", "J", "copy", "empty", "references"]
+    header = ["system", "index", "source", "output", "STA", "SIM", "FL", "J", "FL_LM", "J_LM", "copy", "empty",
+              "references"]
     writer.writerow(header)
     for r in rows:
         writer.writerow([r[h] if not isinstance(r[h], float) else f"{r[h]:.4f}" for h in header])
@@ -76,8 +87,10 @@ def sentences_tsv(rows: list[dict]) -> str:
 
 def sentence_rows(system: str, sources, outputs, references, judged) -> list[dict]:
     copies, empties = copy_flags(sources, outputs), empty_flags(outputs)
-    return [{"system": system, "index": i, "source": s, "output": o, "STA": judged["STA"][i], "SIM": judged["SIM"][i],
-             "FL": judged["FL"][i], "J": judged["STA"][i] * judged["SIM"][i] * judged["FL"][i],
+    sta, sim = judged["STA"], judged["SIM"]
+    return [{"system": system, "index": i, "source": s, "output": o, "STA": sta[i], "SIM": sim[i],
+             "FL": judged["FL"][i], "J": sta[i] * sim[i] * judged["FL"][i],
+             "FL_LM": judged["FL_LM"][i], "J_LM": sta[i] * sim[i] * judged["FL_LM"][i],
              "copy": int(copies[i]), "empty": int(empties[i]), "references": " ||| ".join(references[i])}
             for i, (s, o) in enumerate(zip(sources, outputs))]
 
@@ -99,8 +112,10 @@ def write_reports(output_dir: str, report: dict, rows: list[dict]) -> dict[str, 
     atomic_write_text(paths["json"], json.dumps(_json_safe(report), indent=2, ensure_ascii=False) + "\n")
     judges = "\n".join(f"- {k}: {v}" for k, v in report["judges"].items())
     test = report["test_set"]
+    warnings = "".join(f"\n- WARNING: {w}" for w in report.get("warnings", []))
     md = (f"# detox-eval\n\nTest set: {test['source']} ({test['split']} split), {test['sentences']} sentences, "
-          f"{test['references']} references.\n\nJudges:\n{judges}\n\n{markdown_table(report['systems'])}\n")
+          f"{test['references']} references.\n\nJudges:\n{judges}{warnings}\n\n{markdown_table(report['systems'])}\n"
+          f"\n{JUDGE_NOTE}\n")
     atomic_write_text(paths["markdown"], md)
     atomic_write_text(paths["tsv"], sentences_tsv(rows))
     return paths

@@ -10,7 +10,7 @@ The grid config (YAML)::
     overrides: {max_steps: 40, ...}        # rl/ppo.py fields shared by every variant (budget, seed, ...)
     final_window: 5                        # training steps averaged for the train_* columns
     eval:
-      config: configs/eval/independent.yaml
+      config: configs/eval/default.yaml
       max_eval_sentences: 200              # null: the eval config's own value
       overrides: {}                        # any detox-eval field
       references: [start, duplicate]       # scored once beside the variants; start = the SFT model
@@ -135,7 +135,7 @@ def load_config(path: str, output_dir: str | None = None) -> AblationConfig:
     return AblationConfig(
         path=path, base_config=config_file(raw.get("base_config"), f"{where}: base_config"), output_dir=out,
         overrides=overrides, variants=variants,
-        eval_config=config_file(ev.get("config", "configs/eval/independent.yaml"), f"{where}: eval: config"),
+        eval_config=config_file(ev.get("config", "configs/eval/default.yaml"), f"{where}: eval: config"),
         max_eval_sentences=max_eval, eval_overrides=mapping(ev.get("overrides"), f"{where}: eval: overrides"),
         references=refs, final_window=window, description=str(raw.get("description") or "").strip())
 

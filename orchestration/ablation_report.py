@@ -21,7 +21,7 @@ from orchestration.stage import RESOLVED, dotted, one_line
 
 log = logging.getLogger("detoxrl")
 
-EVAL_COLUMNS = ("STA", "SIM", "FL", "J", "ChrF", "ChrF++", "BLEU", "copy", "empty", "len_ratio", "sent/s")
+EVAL_COLUMNS = ("STA", "SIM", "FL", "J", "FL_LM", "J_LM", "ChrF", "ChrF++", "BLEU", "copy", "empty", "len_ratio", "sent/s")
 TRAIN_TAGS = ("reward/total", "reward/mixed", "reward/penalty", "reward/toxicity", "reward/similarity",
               "reward/fluency", "reward/feedback", "reward/score", "rollout/copy_rate", "rollout/truncated", "ppo/kl")
 
@@ -139,11 +139,22 @@ def _md(v, digits: int = 3) -> str:
 
 
 MD_COLUMNS = [("variant", "variant"), ("status", "status"), ("overrides", "overrides"), ("J", "J"), ("STA", "STA"),
-              ("SIM", "SIM"), ("FL", "FL"), ("ChrF", "ChrF"), ("copy", "copy"),
+              ("SIM", "SIM"), ("FL", "FL"), ("J_LM", "J_LM"), ("ChrF", "ChrF"), ("copy", "copy"),
               ("after_reward_total", "dev reward"), ("after_reward_toxicity", "dev P(toxic)"),
               ("after_reward_similarity", "dev sim"), ("after_reward_fluency", "dev fl"),
               ("train_reward_total", "train reward"), ("train_ppo_kl", "train KL"), ("steps", "steps"),
               ("train_minutes", "train min")]
+
+
+def _judge_lines(grid) -> list[str]:
+    """``Judges:`` and one line per column judge of the grid's eval config (empty if it does not parse)."""
+    from orchestration.ablate import eval_argv
+
+    try:
+        _, judges, *_ = grid.evaluate.parse(eval_argv(grid.cfg, ["duplicate"], os.path.join(grid.cfg.output_dir, "x")))
+    except Exception:  # noqa: BLE001 - the table matters more than this note
+        return []
+    return ["Judges:", "", *(f"- {k}: {v}" for k, v in judges.describe().items()), ""]
 
 
 def write_markdown(grid, rows: list[dict], path: str, plot_note: str) -> None:
@@ -153,7 +164,7 @@ def write_markdown(grid, rows: list[dict], path: str, plot_note: str) -> None:
         lines += [cfg.description, ""]
     lines += [f"Every variant: `rl/ppo.py --config {cfg.base_config}` + `{describe_overrides(cfg.overrides)}` + its "
               f"overrides, from `{grid.start_model}`. Scored by `detox-eval --config {cfg.eval_config}` "
-              f"(max_eval_sentences {cfg.max_eval_sentences}).", "",
+              f"(max_eval_sentences {cfg.max_eval_sentences}).", "", *_judge_lines(grid),
               "| " + " | ".join(h for _, h in MD_COLUMNS) + " |", "|---|---|---|" + "---:|" * (len(MD_COLUMNS) - 3)]
     for r in rows:
         lines.append("| " + " | ".join(_md(r.get(k)) for k, _ in MD_COLUMNS) + " |")
@@ -164,7 +175,8 @@ def write_markdown(grid, rows: list[dict], path: str, plot_note: str) -> None:
             logs = [f"`runs/{r['variant']}/{n}`" for n in ("train.log", "eval.log")
                     if os.path.isfile(os.path.join(grid.run_dir(r["variant"]), n))]
             lines.append(f"- `{r['variant']}`: {r['error']}" + (f" (log: {', '.join(logs)})" if logs else ""))
-    lines += ["", "Columns: STA, SIM, FL, J, ChrF, copy are detox-eval's (see its eval.md), on the same dev "
+    lines += ["", "Columns: STA, SIM, FL (sentence ChrF vs the references), J, J_LM (with the LM fluency, by default "
+              "the reward's own), ChrF, copy are detox-eval's (see its eval.md), on the same dev "
               "sentences for every row. `dev reward`, `dev P(toxic)`, `dev sim`, `dev fl`: the run's own reward and "
               "its components on its greedy dev sample after training (each variant's OWN reward, so not comparable "
               "across reward forms). `train reward`, `train KL`: mean over the last "

@@ -1,17 +1,20 @@
 """Fluency judge: ``lm`` (log-likelihood under a frozen causal LM) or ``hf`` (a CoLA acceptability classifier).
 
 ``lm`` definition. The output is tokenized (no special tokens, at most ``fluency_max_length``
-tokens) and scored after one context token ``c``: the LM's ``<|endoftext|>`` document separator
-when the vocabulary has it, else its BOS, else its EOS. With tokens ``t_1..t_T``:
+tokens; a longer text is cut there and scored without the end token) and scored between two copies
+of one context token ``c``: the LM's ``<|endoftext|>`` document separator when the vocabulary has
+it, else its BOS, else its EOS. With tokens
+``t_1..t_T`` and ``t_{T+1} = c`` (the end of the text, so an unfinished sentence, which does not
+predict its end, scores below its finished version):
 
-    m(x)  = (1/T) sum_{i=1..T} log p(t_i | c, t_<i)             (mean token log-prob, nats)
+    m(x)  = (1/(T+1)) sum_{i=1..T+1} log p(t_i | c, t_<i)       (mean token log-prob, nats)
     FL(x) = sigmoid((m(x) - fluency_center) / fluency_scale)      and 0 for an empty output
 
 The constants are calibrated on the ParaDetox neutral side (human rewrites) by
 ``python -m rewards.calibrate_fluency``: ``fluency_center`` is the 10th percentile of ``m`` over
 those sentences and ``fluency_scale = IQR / (2 ln 3)``, the scale at which a logistic's quartiles
 are an IQR apart. So a rewrite as fluent as the least fluent 10% of human rewrites scores 0.5 and
-the median human rewrite 0.93; shuffling a rewrite's words drops its median to 0.25. The defaults
+the median human rewrite 0.92; shuffling a rewrite's words drops its median to 0.29. The defaults
 were measured for SmolLM2-135M-Instruct (``DEFAULT_CALIBRATION``); another ``fluency_model`` needs
 its own. Mean log-prob is a proxy: it also rises for short, generic or repetitive text.
 
@@ -34,11 +37,13 @@ from rewards.batching import resolve_device, sorted_batches
 from rewards.checks import is_empty
 
 COLA_DEFAULT = "textattack/roberta-base-CoLA"
-# Measured for SmolLM2-135M-Instruct by: python -m rewards.calibrate_fluency --num_sentences 2000
-# (2,000 ParaDetox train-split neutral rewrites, sample_seed 0): q10 = -7.5775, q25 = -6.5297,
-# median = -5.6115, q75 = -4.8831 nats/token. With these, FL of the neutral rewrites has median 0.93;
-# the same sentences with their words shuffled have median 0.25 (lower than the original in 96.6%).
-DEFAULT_CALIBRATION = {"fluency_center": -7.5775, "fluency_scale": 0.7494}
+# Measured for SmolLM2-135M-Instruct, with the end-of-text token scored, by:
+#   python -m rewards.calibrate_fluency --num_sentences 2000 --num_threads 1 --device cpu   (7 min)
+# (2,000 ParaDetox train-split neutral rewrites, sample_seed 0): q10 = -8.1196, q25 = -7.2180,
+# median = -6.2713, q75 = -5.5904 nats/token. With these, FL of the neutral rewrites has median 0.92;
+# the same sentences with their words shuffled have median 0.29 (lower than the original in 96.8%).
+# (Before the end token was scored: center -7.5775, scale 0.7494.)
+DEFAULT_CALIBRATION = {"fluency_center": -8.1196, "fluency_scale": 0.7408}
 
 
 @dataclass
@@ -138,8 +143,11 @@ class LMFluency:
         keep = [i for i, t in enumerate(texts) if not is_empty(t)]
         if not keep:
             return out
-        ids = self.tokenizer([texts[i] for i in keep], add_special_tokens=False, truncation=True,
-                             max_length=self.cfg.fluency_max_length)["input_ids"]
+        cap = self.cfg.fluency_max_length
+        # the end-of-text token is scored too (a finished text predicts it); a text cut at the cap is not
+        # finished, so it gets no end token
+        ids = [row[:cap] if len(row) > cap else row + [self.context_id] for row in
+               self.tokenizer([texts[i] for i in keep], add_special_tokens=False)["input_ids"]]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.context_id
         for batch in sorted_batches(ids, self.cfg.fluency_batch_size):
             seqs = [[self.context_id] + ids[b] for b in batch]

@@ -54,7 +54,9 @@ class DetoxPPOConfig(TrainingArguments):
     num_generations: int = field(default=4, metadata={"help": "grpo/rloo: completions per prompt (a group)."})
     # KL
     kl_estimator: KLEstimator = field(default="k1", metadata={"help": "Per-token KL estimator: k1 (logp - logp_ref) | k3."})
-    kl_coef: float = field(default=0.05, metadata={"help": "KL coefficient (the initial one when adaptive)."})
+    kl_coef: float = field(
+        default=0.05, metadata={"help": "KL coefficient, in score units per nat whatever reward_norm is: the KL is "
+                                "divided by the same scale as the score (the initial one when adaptive)."})
     adaptive_kl: bool = field(default=False, metadata={"help": "Adapt kl_coef towards target_kl (Ziegler et al.)."})
     target_kl: float = field(default=2.0, metadata={"help": "Adaptive KL: target sequence KL (nats)."})
     kl_horizon: float = field(default=1000.0, metadata={"help": "Adaptive KL: horizon, in rollouts."})
@@ -65,6 +67,12 @@ class DetoxPPOConfig(TrainingArguments):
     clip_range: float = field(default=0.2, metadata={"help": "Policy ratio clip epsilon."})
     clip_range_value: float = field(default=0.2, metadata={"help": "Value clip range."})
     vf_coef: float = field(default=0.1, metadata={"help": "Value-loss weight."})
+    value_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the critic (value head, and the critic model when "
+                                "critic=separate), its own AdamW group (unset: learning_rate)."})
+    critic_warmup_steps: int = field(
+        default=0, metadata={"help": "ppo: the first N steps train only the critic (actor frozen); they count in "
+                             "max_steps."})
     early_stop_kl: float | None = field(
         default=None, metadata={"help": "Stop a step's remaining PPO epochs once a minibatch's approximate KL passes this."})
     # reward shaping
@@ -109,6 +117,13 @@ class DetoxPPOConfig(TrainingArguments):
             raise ValueError("adaptive_kl needs target_kl > 0 and kl_horizon > 0")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 (got {self.max_steps})")
+        if self.value_learning_rate is not None and not self.value_learning_rate > 0:
+            raise ValueError(f"value_learning_rate must be > 0 or unset (got {self.value_learning_rate})")
+        if not 0 <= self.critic_warmup_steps < self.max_steps:
+            raise ValueError(f"critic_warmup_steps must be >= 0 and < max_steps {self.max_steps} "
+                             f"(got {self.critic_warmup_steps})")
+        if self.critic_warmup_steps and self.algorithm != "ppo":
+            raise ValueError(f"critic_warmup_steps: algorithm {self.algorithm} has no critic; set it to 0")
         super().__post_init__()
 
     @property

@@ -112,7 +112,9 @@ def per_token_rewards(
     """Per-token PPO reward: ``r_t = -kl_coef * kl_t`` on valid tokens, plus the sequence ``score`` at the last one.
 
     ``r[b, t] = m[b, t] * (-kl_coef * kl[b, t]) + score[b] * [t == last_valid(b)]``; padded positions are 0.
-    ``score`` is ``(B,)``, ``kl`` and ``mask`` are ``(B, T)``.
+    ``score`` is ``(B,)``, ``kl`` and ``mask`` are ``(B, T)``. The trainer passes ``kl_coef = beta / sigma``
+    with ``sigma = normalisation_scale(...)`` and ``score = (s - mu) / sigma``, so a sequence's return is
+    ``(s - mu - beta * sum_t kl_t) / sigma``: ``beta`` trades raw score against nats whatever the normalisation.
     """
     m = _as_mask(mask, kl)
     rewards = -kl_coef * kl * m
@@ -338,6 +340,24 @@ class RunningMoments:
 def penalise_truncation(scores: torch.Tensor, truncated: torch.Tensor, penalty: float) -> torch.Tensor:
     """``s - penalty * [no EOS]``: a response cut at ``max_new_tokens`` loses ``penalty`` from its score."""
     return scores - penalty * truncated.to(scores.dtype)
+
+
+def normalisation_scale(scores: torch.Tensor, mode: str, moments: RunningMoments | None = None,
+                        eps: float = 1e-8) -> float:
+    """The divisor ``sigma`` that ``normalise_scores`` applied (call it after): 1 for ``none``, ``std(s) + eps`` for
+    ``whiten`` (1 for a single score), ``moments.std + eps`` for ``running``.
+
+    Dividing the KL penalty by it keeps ``kl_coef`` in units of the raw score (see ``per_token_rewards``).
+    """
+    if mode == "whiten" and scores.numel() > 1:
+        return float(scores.std()) + eps
+    if mode == "running":
+        if moments is None:
+            raise ValueError("normalisation_scale: mode 'running' needs a RunningMoments")
+        return moments.std + eps
+    if mode not in ("none", "whiten"):
+        raise ValueError(f"unknown reward_norm {mode!r}; expected none, whiten or running")
+    return 1.0
 
 
 def normalise_scores(scores: torch.Tensor, mode: str, moments: RunningMoments | None = None,

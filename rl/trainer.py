@@ -9,10 +9,14 @@ Python reward. It uses TRL's ``selective_log_softmax``/``entropy_from_logits`` (
    normalise (``reward_norm``);
 3. log-probs under the reference; log-probs and values under the current policy (recorded during
    the first update pass when the rollout is a single micro-batch);
-4. per-token rewards ``-kl_coef * KL_t`` plus the score on the last token, GAE, whitened advantages;
+4. per-token rewards ``-(kl_coef / sigma) * KL_t`` plus the normalised score on the last token, with
+   ``sigma`` the divisor of the score's normalisation (1 for ``reward_norm: none``), so ``kl_coef``
+   is in raw score units per nat whatever ``reward_norm`` is; GAE, whitened advantages;
 5. ``ppo_epochs`` x ``num_mini_batches`` optimiser steps of the clipped policy loss plus
    ``vf_coef`` x the clipped value loss, with gradient accumulation and clipping; the epochs stop
-   early when a minibatch's approximate KL passes ``early_stop_kl``;
+   early when a minibatch's approximate KL passes ``early_stop_kl``. During the first
+   ``critic_warmup_steps`` steps only the value loss is optimised and the actor's weights do not move;
+   the critic (value head, and a separate critic model) has its own AdamW group (``value_learning_rate``);
 6. update the KL coefficient, log, checkpoint every ``save_steps``.
 
 All arithmetic is in ``rl/core.py``.
@@ -35,8 +39,8 @@ from rewards.composite import CompositeReward
 from rl import checkpoint as ckpt
 from rl.config import DetoxPPOConfig
 from rl.core import (AdaptiveKLController, FixedKLController, RunningMoments, check_finite, explained_variance, gae,
-                     kl_penalty, masked_mean, masked_whiten, normalise_scores, penalise_truncation, per_token_rewards,
-                     policy_loss, value_loss)
+                     kl_penalty, masked_mean, masked_whiten, normalisation_scale, normalise_scores, penalise_truncation,
+                     per_token_rewards, policy_loss, value_loss)
 from rl.policy import Policy
 from rl.rollout import Rollout, eos_ids, generate_rollout
 from rl.value_head import ForwardOut, PolicyWithValue
@@ -71,8 +75,14 @@ class DetoxPPOTrainer:
             if m is not None:
                 disable_dropout_in_model(m)
         self.module = PolicyWithValue(policy.model, policy.family, policy.critic)
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay,
+        critic_params = [p for m in (self.module.value_head, self.module.critic) if m is not None
+                         for p in m.parameters() if p.requires_grad]
+        critic_ids = {id(p) for p in critic_params}
+        self.actor_params = [p for p in self.module.parameters() if p.requires_grad and id(p) not in critic_ids]
+        value_lr = args.value_learning_rate if args.value_learning_rate is not None else args.learning_rate
+        self.optimizer = torch.optim.AdamW([{"params": self.actor_params, "lr": args.learning_rate},
+                                            {"params": critic_params, "lr": value_lr}],
+                                           lr=args.learning_rate, weight_decay=args.weight_decay,
                                            betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
         # accelerate steps a prepared scheduler once per process per optimiser step, hence the factor
         updates = args.max_steps * args.ppo_epochs * args.num_mini_batches * self.accelerator.num_processes
@@ -108,7 +118,8 @@ class DetoxPPOTrainer:
         breakdown = self.reward(ro.sources, ro.texts)
         raw = penalise_truncation(breakdown.total, ro.truncated.cpu(), self.args.truncation_penalty)
         score = normalise_scores(raw, self.args.reward_norm, self.moments, self.args.reward_clip)
-        stats = {**breakdown.means(), "reward/score": float(raw.mean()),
+        self.score_scale = normalisation_scale(raw, self.args.reward_norm, self.moments)
+        stats = {"reward/norm_scale": self.score_scale, **breakdown.means(), "reward/score": float(raw.mean()),
                  "rollout/truncated": float(ro.truncated.float().mean()),
                  "rollout/response_length": float(ro.lengths.mean()),
                  "rollout/copy_rate": sum(map(is_copy, ro.sources, ro.texts)) / len(ro.texts),
@@ -120,7 +131,7 @@ class DetoxPPOTrainer:
     def advantages(self, old: ForwardOut, ref_logprobs: torch.Tensor, score: torch.Tensor, mask: torch.Tensor, step: int):
         """KL-shaped per-token rewards -> GAE -> (whitened advantages, returns, per-token KL)."""
         kl = kl_penalty(old.logprobs, ref_logprobs, self.args.kl_estimator) * mask
-        rewards = per_token_rewards(score, kl, self.kl_ctl.value, mask)
+        rewards = per_token_rewards(score, kl, self.kl_ctl.value / self.score_scale, mask)
         adv, returns = gae(rewards, old.values, mask, self.args.gamma, self.args.lam)
         if self.args.whiten_advantages and mask.sum() > 1:
             adv = masked_whiten(adv, mask)
@@ -146,6 +157,7 @@ class DetoxPPOTrainer:
             adv, returns, kl = self.advantages(old, ref_logprobs, score, mask, step)
         acc = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "vf_clipfrac", "approx_kl", "entropy")}
         stopped = False
+        warmup = step <= a.critic_warmup_steps  # critic only: the actor's gradients are dropped before each step
         B = a.rollout_batch_size
         for epoch in range(a.ppo_epochs):
             order = torch.arange(B) if self.fused else torch.randperm(B, generator=self.prompt_gen)
@@ -163,9 +175,13 @@ class DetoxPPOTrainer:
                                                               a.clip_range)
                         vf, vf_clipfrac = value_loss(out.values, old.values[micro], returns[micro], m,
                                                      a.clip_range_value)
-                        loss = pg + a.vf_coef * vf
+                        # warm-up: 0 * pg keeps every parameter in the graph (DDP), its gradients are then dropped
+                        loss = (0.0 if warmup else 1.0) * pg + a.vf_coef * vf
                         check_finite("loss", loss, step)
                         self.accelerator.backward(loss)
+                        if warmup:
+                            for p in self.actor_params:
+                                p.grad = None
                         if self.accelerator.sync_gradients and a.max_grad_norm:
                             self.accelerator.clip_grad_norm_(self.model.parameters(), a.max_grad_norm)
                         self.optimizer.step()
@@ -184,9 +200,12 @@ class DetoxPPOTrainer:
         seq_kl = float((kl.sum(1)).mean())
         self.kl_ctl.update(self._mean_all(seq_kl), B * self.accelerator.num_processes)
         stats.update({f"ppo/{k}": sum(v) / len(v) for k, v in acc.items() if v})
-        stats.update({"ppo/kl": seq_kl, "ppo/kl_coef": self.kl_ctl.value, "ppo/early_stopped": float(stopped),
+        stats.update({"ppo/kl": seq_kl, "ppo/kl_coef": self.kl_ctl.value,
+                      "ppo/kl_coef_normalised": self.kl_ctl.value / self.score_scale,
+                      "ppo/critic_warmup": float(warmup), "ppo/early_stopped": float(stopped),
                       "ppo/explained_variance": explained_variance(old.values, returns, mask),
-                      "ppo/lr": self.scheduler.get_last_lr()[0], "time/update_s": time.perf_counter() - t_update,
+                      "ppo/lr": self.scheduler.get_last_lr()[0], "ppo/value_lr": self.scheduler.get_last_lr()[-1],
+                      "time/update_s": time.perf_counter() - t_update,
                       "time/step_s": time.perf_counter() - t0})
         self.state.step = step
         return self._reduce(stats)

@@ -12,6 +12,17 @@ The judges run once per batch whatever the number of functions (``ComponentRewar
 batch). Our batch fields map to TRL's: ``rollout_batch_size`` completions per step
 (``per_device_train_batch_size``) in groups of ``num_generations``, ``ppo_epochs`` ->
 ``num_iterations``, ``kl_coef`` -> ``beta``, ``clip_range`` -> ``epsilon``.
+
+KL units (``kl_coef`` is raw score per nat in our PPO, whatever ``reward_norm``):
+
+* RLOO subtracts ``beta * sum_t (logp - logp_ref)`` from the raw reward before any normalisation, so
+  ``beta = kl_coef`` has our units exactly; ``reward_norm`` other than ``none`` maps to
+  ``normalize_advantages: true`` (the normalisation then rescales score and KL together, as ours does);
+* GRPO adds ``beta * k3_t`` to the per-token loss, outside the advantage. ``reward_norm: none`` maps to
+  ``scale_rewards: none`` (advantages in raw score units, so ``beta = kl_coef`` has our units, averaged
+  over tokens instead of summed); otherwise TRL's ``scale_rewards: group`` divides the advantage by the
+  group's score std ``sigma_g`` but not the KL term, so ``beta = kl_coef`` then acts like ``kl_coef / sigma_g``
+  in our units (as our PPO's KL did before it was scaled): set ``kl_coef`` lower to match.
 """
 
 from __future__ import annotations
@@ -88,6 +99,11 @@ def trl_config(args, algorithm: str):
               save_total_limit=args.save_total_limit, report_to=args.report_to, seed=args.seed, use_cpu=args.use_cpu,
               bf16=args.bf16, disable_dropout=True,
               log_completions=False)
+    if algorithm == "grpo":  # see the module docstring: KL units
+        if args.reward_norm == "none":
+            kw["scale_rewards"] = "none"
+    else:
+        kw["normalize_advantages"] = args.reward_norm != "none"
     # transformers 5 renamed gradient_checkpointing; TRL's configs default it to True (an order of magnitude
     # slower on CPU), so pass ours under whichever name this version uses
     names = {f.name for f in dataclasses.fields(cls)}

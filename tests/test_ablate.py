@@ -76,6 +76,7 @@ def test_grid_results_resume_and_failures(tiny_dir, toy_data, tmp_path, encoder)
     assert float(rows["duplicate"]["copy"]) == 1.0
     md = (out / "results.md").read_text()
     assert md.count("| failed |") == 2 and "| product | ok |" in md and "`typo`:" in md
+    assert "Judges:" in md and "- FL: sentence ChrF against the human references" in md  # the table says who scored
     if importlib.util.find_spec("matplotlib"):
         assert (out / "pareto.png").stat().st_size > 1000 and "pareto.png: STA against SIM" in md
     else:  # the table still comes, with a note that says what to install

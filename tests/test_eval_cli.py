@@ -31,6 +31,7 @@ def setup(tmp_path_factory, tiny_dir):
     lm = tiny_dir("llama")
     args = ["--dataset", str(data), "--eval_split", "all", "--lexicon_dir", str(root / "lex"), "--lexicons",
             "ldnoobw", "--judge_toxicity_backend", "lexicon", "--judge_fluency_model", lm,
+            "--judge_similarity_model", "sentence-transformers/all-MiniLM-L6-v2",  # the packaged small encoder
             "--judge_device", "cpu", "--eval_device", "cpu", "--max_new_tokens", "4", "--gen_batch_size", "2",
             "--num_threads", str(torch.get_num_threads())]  # leave the session's thread count as it is
     return root, args, lm

