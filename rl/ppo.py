@@ -69,7 +69,8 @@ def run(args=None) -> dict:
     from transformers import set_seed
 
     set_seed(ppo_args.seed)  # before the adapter and value head are initialised
-    resume = resolve_resume(ppo_args.resume_from_checkpoint, ppo_args.output_dir)
+    resume = resolve_resume(ppo_args.resume_from_checkpoint, ppo_args.output_dir,
+                            kind="ppo" if ppo_args.algorithm == "ppo" else "trl")
     data = load_detox_data(data_cfg)
     lexicon = load_lexicon(vocab_cfg)
 

@@ -59,7 +59,7 @@ def check_quantization(model_cfg: DetoxModelConfig) -> None:
 def run(args=None) -> dict:
     setup_logging()
     data_cfg, vocab_cfg, model_cfg, prompt_cfg, train_args = parse(args)
-    resume = resolve_resume(train_args.resume_from_checkpoint, train_args.output_dir)
+    resume = resolve_resume(train_args.resume_from_checkpoint, train_args.output_dir, kind="sft")
     check_quantization(model_cfg)
     train_args.label_names = ["labels"]
     train_args.prediction_loss_only = True
