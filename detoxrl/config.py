@@ -192,6 +192,7 @@ def run_cli(main_fn, args=None) -> int:
     """
     try:
         main_fn(args)
+        sys.stdout.flush()  # a pipe closed early fails here, inside the handler, not at interpreter exit
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
