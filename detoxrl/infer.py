@@ -118,7 +118,8 @@ class Detoxifier:
         while True:
             batch, error = [], None
             try:  # a line that cannot be read (not UTF-8) ends the stream after the lines before it
-                batch += [line.rstrip("\r\n") for line in islice(lines, size)]
+                for line in islice(lines, size):
+                    batch.append(line.rstrip("\r\n"))
             except UserError as exc:
                 error = exc
             if batch:

@@ -78,6 +78,10 @@ def check_generation(values: dict) -> None:
 def check_config(cfg) -> None:
     """The checks that fit every parsed dataclass (see the module docstring)."""
     check_finite(cfg)
+    for f in dataclasses.fields(cfg):  # learning_rate, sft_learning_rate, rm_learning_rate, ...
+        value = getattr(cfg, f.name, None)
+        if f.name.endswith("learning_rate") and isinstance(value, (int, float)) and not value > 0:
+            raise ConfigError(f"{f.name} must be > 0 (got {value}); a zero rate trains nothing")
     try:
         from transformers import TrainingArguments
     except ImportError:  # pragma: no cover - transformers is a dependency

@@ -162,7 +162,6 @@ def _read_jsonl(path: str, errors: str = "strict") -> list[dict]:
 
 
 def add(args: AddArgs) -> None:
-    store = FeedbackStore(args.store)
     if args.file:
         if args.input or args.output:
             raise UserError("detox-feedback add: give either --file or --input/--output, not both")
@@ -177,6 +176,7 @@ def add(args: AddArgs) -> None:
                 raise UserError(f"{args.file}:{n}: no model_version; add it to the record or pass --model_version")
             verdict = row.get("verdict") or ("reject" if row.get("correction") else None)
             records.append({**row, "verdict": verdict, "model_version": version})
+        store = FeedbackStore(args.store)  # only once the file is read: a bad file leaves no store behind
         try:
             added = store.add_many(records)
         except UserError as exc:
@@ -190,6 +190,7 @@ def add(args: AddArgs) -> None:
     if verdict is None:
         raise UserError("detox-feedback add: --verdict accept|reject is required (or give a --correction)")
     version = _version_of(args)
+    store = FeedbackStore(args.store)
     output = args.output
     if output is None:
         if not args.model:
