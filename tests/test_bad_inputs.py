@@ -156,6 +156,7 @@ CASES = {
     "pipeline-invalid-yaml": Case("detox-pipeline", ["--config", "{broken_yaml}"], err="invalid YAML"),
     # ---- review page
     "server-origin-null": Case("http", ["origin_null"], rc=403),
+    "server-origin-null-with-a-token": Case("http", ["origin_null_token"], rc=403),
     "server-two-host-headers": Case("http", ["two_hosts"], rc=403),
     "server-second-verdict-409": Case("http", ["twice"], rc=409),
     "server-concurrent-verdicts-one-stored": Case("http", ["concurrent"], rc=409),
@@ -168,8 +169,6 @@ CASES = {
                                                             "--format", "jsonl"], rc=141, check="closed_pipe"),
     "sft-error-is-one-line-no-bitsandbytes-noise": Case("proc:sft.train", _sft("--learning_rate", "0"),
                                                         err="learning_rate must be > 0"),
-    "detox-error-is-one-line-in-a-real-process": Case("proc:detoxrl.infer", ["--model", NOPE, "--num_beams", "0",
-                                                                             "hi"], err="--num_beams must be >= 1"),
 }
 
 FORMULAS = ["=HYPERLINK(\"http://x\")", "+1+1", "-2", "@SUM(A1)", "plain"]
@@ -253,7 +252,9 @@ def run_http(what: str, tmp_path) -> tuple[int, list]:
     from feedback.server import ReviewApp, make_server
     from feedback.store import FeedbackStore
 
-    app = ReviewApp(FeedbackStore(str(tmp_path / "page.db")), lambda texts: [t.upper() for t in texts], "fake@1")
+    token = "t" * 20 if what.endswith("_token") else None
+    app = ReviewApp(FeedbackStore(str(tmp_path / "page.db")), lambda texts: [t.upper() for t in texts], "fake@1",
+                    token=token)
     server = make_server(app, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
@@ -262,8 +263,9 @@ def run_http(what: str, tmp_path) -> tuple[int, list]:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         raw = json.dumps(body).encode()
         conn.putrequest("POST", path, skip_host=True)
+        auth = [("Authorization", f"Bearer {token}")] if token else []
         for key, value in [("Host", f"127.0.0.1:{port}"), ("Content-Type", "application/json"),
-                           ("Content-Length", str(len(raw))), *(headers or [])]:
+                           ("Content-Length", str(len(raw))), *auth, *(headers or [])]:
             conn.putheader(key, value)
         conn.endheaders(raw)
         res = conn.getresponse()
@@ -272,7 +274,7 @@ def run_http(what: str, tmp_path) -> tuple[int, list]:
         return status, data
 
     try:
-        if what == "origin_null":
+        if what.startswith("origin_null"):
             status, _ = post("/api/rewrite", {"text": "hi"}, [("Origin", "null")])
         elif what == "two_hosts":
             status, _ = post("/api/rewrite", {"text": "hi"}, [("Host", "evil.example")])
