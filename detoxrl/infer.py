@@ -278,7 +278,8 @@ def _main(args: list[str] | None) -> None:
         interactive = sys.stdin.isatty()
         if interactive:
             log.info("reading lines from the terminal (Ctrl-D ends)")
-        stdin = validate.decode_lines(sys.stdin.buffer, "stdin", cfg.encoding_errors)
+        raw = getattr(sys.stdin, "buffer", None)  # bytes, decoded here so a bad byte names its line
+        stdin = sys.stdin if raw is None else validate.decode_lines(raw, "stdin", cfg.encoding_errors)
         outputs = detox.rewrite_stream(stdin, cfg.batch_size or (1 if interactive else None))
     if cfg.output:
         write_lines(cfg.output, outputs)
