@@ -32,7 +32,7 @@ from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings, generate_rewrites
 from detoxrl.log import setup_logging
 from detoxrl.prompts import PromptConfig
-from detoxrl.validate import ENCODING_HELP
+from detoxrl.validate import ENCODING_HELP, read_lines
 from detoxrl.vocab import VocabConfig, load_lexicon
 from evaluation import baselines
 from rewards.batching import check_device, set_torch_threads
@@ -119,11 +119,14 @@ def produce_outputs(system: System, sources: list[str], vocab: VocabConfig, prom
 def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig, vocab: VocabConfig,
              prompt: PromptConfig, generation: GenerationSettings) -> dict:
     """Run every system, judge it, write the reports; returns the report dict."""
-    log.info("using %d torch threads", set_torch_threads(cfg.num_threads))
     systems = [parse_system(s) for s in cfg.systems]
     names = [s.name for s in systems]
     if len(set(names)) != len(names):
         raise UserError(f"systems: two systems share a name ({', '.join(names)}); name them with name=what")
+    for s in systems:  # the text of every predictions file decodes, before anything is loaded
+        if s.kind == "predictions" and os.path.isfile(s.ref):
+            read_lines(s.ref, f"predictions file '{s.ref}'", cfg.encoding_errors)
+    log.info("using %d torch threads", set_torch_threads(cfg.num_threads))
     test = load_test_set(data_cfg, cfg.eval_split, cfg.max_eval_sentences)
     log.info("test set: %d sentences, %d references", len(test.sources), test.description["references"])
     # Predictions files are read before the judges load, so a bad file fails before any work.
