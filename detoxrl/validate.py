@@ -109,9 +109,9 @@ def _first_existing(path: str) -> str:
     return path
 
 
-def _creatable(path: str, flag: str) -> None:
-    """The first existing ancestor of ``path`` is a writable folder."""
-    base = _first_existing(os.path.dirname(os.path.abspath(path)) or ".")
+def _creatable(path: str, flag: str, folder: str | None = None) -> None:
+    """The first existing ancestor of ``folder`` (default: ``path``'s folder) is a writable folder."""
+    base = _first_existing(folder or os.path.dirname(os.path.abspath(path)) or ".")
     if not os.path.isdir(base):
         raise UserError(f"{flag} '{path}': '{base}' is a file, not a folder; pick another path")
     if not os.access(base, os.W_OK | os.X_OK):
@@ -126,7 +126,7 @@ def check_output_dir(path: str, flag: str = "output_dir") -> None:
         if not os.access(path, os.W_OK | os.X_OK):
             raise UserError(f"{flag} '{path}': cannot write in it (permission denied); pick another folder")
         return
-    _creatable(os.path.join(path, "x"), flag)
+    _creatable(path, flag, folder=os.path.abspath(path))
 
 
 def check_output_file(path: str, flag: str = "--output") -> None:

@@ -27,13 +27,13 @@ from detoxrl import infer
 from detoxrl.data import cli as data_cli
 from evaluation import evaluate
 from feedback import cli as feedback_cli
-from orchestration import pipeline
+from orchestration import ablate, pipeline
 from rl import ppo
 from sft import train as sft_train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAINS = {"detox": infer.main, "detox-eval": evaluate.main, "detox-sft": sft_train.main, "detox-ppo": ppo.main,
-         "detox-data": data_cli.main, "detox-feedback": feedback_cli.main, "detox-pipeline": pipeline.main}
+         "detox-data": data_cli.main, "detox-ablate": ablate.main, "detox-feedback": feedback_cli.main, "detox-pipeline": pipeline.main}
 NOPE = "{tmp}/no-such-model"  # a model that cannot load: rows that must fail first never reach it
 BAD_LINE2 = b"you are an idiot\n\xff\xfe broken\nthird line\n"  # byte 17 (0-based) is the first bad one
 
@@ -154,6 +154,10 @@ CASES = {
     "pipeline-yaml-duplicate-key": Case("detox-pipeline", ["--config", "{dup_pipeline}"],
                                         err="key 'sft' is given twice (lines 1 and 2)"),
     "pipeline-invalid-yaml": Case("detox-pipeline", ["--config", "{broken_yaml}"], err="invalid YAML"),
+    "pipeline-output-root-is-a-file": Case("detox-pipeline", ["--preset", "quick", "--output_root", "{file}"],
+                                           err="output_dir '{file}/sft': '{file}' is a file, not a folder"),
+    "ablate-output-dir-under-a-file": Case("detox-ablate", ["--config", ROOT + "/configs/ablation/smoke.yaml",
+                                                            "--output_dir", "{file}/grid"], err="'{file}' is a file"),
     # ---- review page
     "server-origin-null": Case("http", ["origin_null"], rc=403),
     "server-origin-null-with-a-token": Case("http", ["origin_null_token"], rc=403),
@@ -176,9 +180,7 @@ FORMULAS = ["=HYPERLINK(\"http://x\")", "+1+1", "-2", "@SUM(A1)", "plain"]
 
 @pytest.fixture()
 def paths(tmp_path, toy_data):
-    """Every file and folder a row names, made fresh per row."""
-    from feedback.store import FeedbackStore
-
+    """Every file and folder a row names, made fresh per row (feedback stores: ``make_stores``)."""
     tsv, lex = toy_data
     p = {"tmp": str(tmp_path), "tsv": str(tsv), "lex": str(lex)}
 
@@ -213,14 +215,20 @@ def paths(tmp_path, toy_data):
         for name, data in {"trainer_state.json": b'{"global_step": 2}', **files}.items():
             put(f"{kind}/checkpoint-2/{name}", data)
         p[kind] = str(tmp_path / kind / "checkpoint-2")
-    p["store"] = str(tmp_path / "records.db")
-    store = FeedbackStore(p["store"])
-    for text in FORMULAS:
-        store.add(text, text, "accept", "m@1")
-    p["big_store"] = str(tmp_path / "big.db")
-    FeedbackStore(p["big_store"]).add_many([{"input": "x" * 2000, "output": "y", "verdict": "accept",
-                                             "model_version": "m@1"}] * 60)  # ~120 kB: more than a pipe holds
+    p["store"], p["big_store"] = str(tmp_path / "records.db"), str(tmp_path / "big.db")
     return p
+
+
+def make_stores(p: dict, argv: list[str]) -> None:
+    """The feedback stores a row names (only those: each costs a few fsyncs)."""
+    from feedback.store import FeedbackStore
+
+    if "{store}" in argv:
+        FeedbackStore(p["store"]).add_many([{"input": t, "output": t, "verdict": "accept", "model_version": "m@1"}
+                                            for t in FORMULAS])
+    if "{big_store}" in argv:  # ~120 kB of JSONL: more than a pipe holds
+        FeedbackStore(p["big_store"]).add_many([{"input": "x" * 2000, "output": "y", "verdict": "accept",
+                                                 "model_version": "m@1"}] * 60)
 
 
 def fill(value: str, p: dict) -> str:
@@ -307,6 +315,7 @@ def test_bad_input(name, paths, tmp_path, tiny_dir, capsys, caplog, monkeypatch)
     case = CASES[name]
     if case.model:
         paths["model"] = tiny_dir("llama")
+    make_stores(paths, case.argv)
     argv = [fill(a, paths) for a in case.argv]
     before = snapshot(paths)
     if case.cmd == "http":
