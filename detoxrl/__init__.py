@@ -1,7 +1,8 @@
 """detoxrl core: config parsing, model references and loading, data, prompts, toxic vocabulary.
 
 Both training stages (``sft/``, ``rl/``) and the judges (``rewards/``) import from here; nothing
-here imports a stage. Importing the package turns Hugging Face telemetry off.
+here imports a stage. Importing the package turns Hugging Face telemetry off and filters one known
+bitsandbytes message (``detoxrl.log.quiet_known_noise``).
 """
 
 import os
@@ -11,3 +12,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 __version__ = "0.1.0"
+
+from detoxrl.log import quiet_known_noise  # noqa: E402
+
+quiet_known_noise()  # before transformers/peft import bitsandbytes, whose CPU backend logs on import

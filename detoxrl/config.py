@@ -32,6 +32,7 @@ from trl import TrlParser
 
 
 from detoxrl.errors import ConfigError, UserError
+from detoxrl.validate import check_config, load_yaml, locate_decode_error
 
 
 def _to_argv(key: str, value: Any) -> list[str]:
@@ -92,7 +93,11 @@ class DetoxParser(TrlParser):
             raise ConfigError(f"{self.prog}: config file '{config_path}' not found (pass --config PATH to a YAML file)")
         try:
             with open(config_path, encoding="utf-8") as fh:
-                config = yaml.safe_load(fh) or {}
+                config = load_yaml(fh, config_path) or {}
+        except ConfigError as exc:  # a key given twice
+            raise ConfigError(f"{self.prog}: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{self.prog}: {locate_decode_error(config_path)}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{config_path}:{mark.line + 1}" if mark else config_path
@@ -132,13 +137,21 @@ class DetoxParser(TrlParser):
             config_argv = self._config_argv(self._config_path)
         args = [self._alias_flag(a) for a in args]
         self._cli_flags = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+        where = f"{self._config_path} + command line" if self._config_path and args else (
+            self._config_path or "command line")
         try:
-            return self.parse_args_into_dataclasses(args=config_argv + args)
-        except ConfigError:
-            raise
+            parsed = self.parse_args_into_dataclasses(args=config_argv + args)
+            for cfg in parsed:  # one validation pass, before any entry point loads a model
+                if dataclasses.is_dataclass(cfg):
+                    check_config(cfg)
+            return parsed
+        except ConfigError as exc:
+            if str(exc).startswith(f"{self.prog}: "):
+                raise
+            raise ConfigError(f"{self.prog}: {where}: {exc}") from None
+        except UserError as exc:
+            raise UserError(f"{self.prog}: {exc}") from None
         except (ValueError, TypeError) as exc:  # raised by a dataclass __post_init__
-            where = f"{self._config_path} + command line" if self._config_path and args else (
-                self._config_path or "command line")
             raise ConfigError(f"{self.prog}: {where}: {exc}") from None
 
     def _alias(self, name: str) -> str:
@@ -199,11 +212,32 @@ def save_resolved_config(path: str, *configs) -> None:
     atomic_write_text(path, yaml.safe_dump(resolved_config_dict(*configs), sort_keys=False, allow_unicode=True))
 
 
+EXIT_USER_ERROR = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader went away
+
+
 def run_cli(main_fn, args=None) -> int:
-    """Run an entry point; turn ``ConfigError`` (and other user errors) into one line on stderr, exit 2."""
+    """Run an entry point; turn ``ConfigError`` (and other user errors) into one line on stderr, exit 2.
+
+    A closed stdout (``detox-feedback list | head -1``) ends the command quietly with exit 141.
+    """
     try:
         main_fn(args)
+        sys.stdout.flush()  # a pipe closed early fails here, inside the handler, not at interpreter exit
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced by a test or already closed
+        pass

@@ -48,6 +48,8 @@ from detoxrl.runcard import has_card
 from detoxrl.models.trained import load_trained
 from detoxrl.paths import resolve_path
 from detoxrl.prompts import PromptFormatter, prompt_adds_special_tokens
+from detoxrl import validate
+from detoxrl.validate import ENCODING_HELP, check_generation
 
 log = logging.getLogger("detoxrl.infer")
 
@@ -89,6 +91,7 @@ class Detoxifier:
         unknown = sorted(set(generation_overrides) - names)
         if unknown:
             raise TypeError(f"unknown generation setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        check_generation(generation_overrides)
         trained = load_trained(path_or_id, dtype=dtype)
         settings = replace(trained.generation, **{k: v for k, v in generation_overrides.items() if v is not None})
         model = trained.model.to(resolve_device(device))
@@ -112,10 +115,22 @@ class Detoxifier:
         size = batch_size or self.settings.gen_batch_size
         lines = iter(lines)
         cut = total = 0
-        while batch := [line.rstrip("\r\n") for line in islice(lines, size)]:
-            outputs, batch_cut, batch_lines = self._rewrite(batch, progress=False)
-            cut, total = cut + batch_cut, total + batch_lines
-            yield from outputs
+        while True:
+            batch, error = [], None
+            try:  # a line that cannot be read (not UTF-8) ends the stream after the lines before it
+                for line in islice(lines, size):
+                    batch.append(line.rstrip("\r\n"))
+            except UserError as exc:
+                error = exc
+            if batch:
+                outputs, batch_cut, batch_lines = self._rewrite(batch, progress=False)
+                cut, total = cut + batch_cut, total + batch_lines
+                yield from outputs
+            if error is not None:
+                self._warn(cut, total)
+                raise error
+            if not batch:
+                break
         self._warn(cut, total)
 
     def input_budget(self) -> int | None:
@@ -189,6 +204,7 @@ class InferConfig:
         default="float32", metadata={"help": "Weights dtype (auto: as saved)."})
     num_threads: int = field(
         default=0, metadata={"help": "torch CPU threads; 0: the cores not busy at start (detoxrl.devices)."})
+    encoding_errors: Literal["strict", "replace"] = field(default="strict", metadata={"help": ENCODING_HELP})
 
     def __post_init__(self):
         for name in ("batch_size", "max_input_length"):
@@ -224,17 +240,11 @@ def default_model(model: str | None) -> str:
                     "or smollm2 for the untrained base)")
 
 
-def read_lines(path: str) -> list[str]:
-    """The lines of a UTF-8 text file (no trailing empty line for a final newline)."""
+def read_lines(path: str, errors: str = "strict") -> list[str]:
+    """The lines of a UTF-8 text file (no trailing empty line for a final newline); see ``detoxrl.validate``."""
     if not os.path.isfile(path):
         raise UserError(f"--input '{path}' is not a file")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except UnicodeDecodeError as exc:
-        raise UserError(f"--input '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    lines = text.split("\n")
-    return lines[:-1] if lines and lines[-1] == "" else lines
+    return validate.read_lines(path, f"--input '{path}'", errors)
 
 
 def write_lines(path: str, lines: Iterable[str]) -> None:
@@ -249,10 +259,16 @@ def _main(args: list[str] | None) -> None:
     cfg, overrides, rest = parser.parse(args)
     if rest.text and cfg.input:
         raise UserError("give texts or --input, not both")
-    lines = read_lines(cfg.input) if cfg.input else None
     settings = {k: v for k, v in asdict(overrides).items() if v is not None}
     if cfg.batch_size:
         settings["gen_batch_size"] = cfg.batch_size
+    try:
+        validate.check_generation(settings)
+    except UserError as exc:
+        raise UserError(f"detox: --{exc}") from None
+    if cfg.output:  # before any work, so no rewrite is thrown away at the end
+        validate.check_output_file(cfg.output, "--output")
+    lines = read_lines(cfg.input, cfg.encoding_errors) if cfg.input else None
     set_torch_threads(cfg.num_threads)
     detox = Detoxifier.from_pretrained(default_model(cfg.model), device=cfg.device, dtype=cfg.dtype,
                                        max_input_length=cfg.max_input_length, **settings)
@@ -262,7 +278,9 @@ def _main(args: list[str] | None) -> None:
         interactive = sys.stdin.isatty()
         if interactive:
             log.info("reading lines from the terminal (Ctrl-D ends)")
-        outputs = detox.rewrite_stream(sys.stdin, cfg.batch_size or (1 if interactive else None))
+        raw = getattr(sys.stdin, "buffer", None)  # bytes, decoded here so a bad byte names its line
+        stdin = sys.stdin if raw is None else validate.decode_lines(raw, "stdin", cfg.encoding_errors)
+        outputs = detox.rewrite_stream(stdin, cfg.batch_size or (1 if interactive else None))
     if cfg.output:
         write_lines(cfg.output, outputs)
         log.info("wrote %s", cfg.output)

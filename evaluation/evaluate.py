@@ -34,6 +34,7 @@ from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings, generate_rewrites
 from detoxrl.log import setup_logging
 from detoxrl.prompts import PromptConfig
+from detoxrl.validate import ENCODING_HELP, read_lines
 from detoxrl.vocab import VocabConfig, load_lexicon
 from evaluation import baselines
 from rewards.batching import check_device, set_torch_threads
@@ -62,6 +63,8 @@ class EvalConfig:
     eval_device: str = field(default="auto", metadata={"help": "Device of the evaluated models: auto | cpu | cuda."})
     num_threads: int = field(
         default=0, metadata={"help": "torch CPU threads; 0: the cores not busy at start (see rewards/batching.py)."})
+    encoding_errors: Literal["strict", "replace"] = field(
+        default="strict", metadata={"help": "Predictions files: " + ENCODING_HELP})
 
     def __post_init__(self):
         if isinstance(self.systems, str):
@@ -96,10 +99,11 @@ def load_test_set(data_cfg: DataConfig, split: str, limit: int | None) -> TestSe
 
 
 def produce_outputs(system: System, sources: list[str], vocab: VocabConfig, prompt: PromptConfig,
-                    generation: GenerationSettings, device: str) -> tuple[list[str], float | None, str]:
+                    generation: GenerationSettings, device: str,
+                    encoding_errors: str = "strict") -> tuple[list[str], float | None, str]:
     """(outputs, seconds spent producing them or None for a file, description)."""
     if system.kind == "predictions":
-        return read_predictions(system.ref, sources), None, f"predictions {system.ref}"
+        return read_predictions(system.ref, sources, encoding_errors), None, f"predictions {system.ref}"
     if system.kind == "baseline":
         lexicon = load_lexicon(vocab) if system.ref == "delete" else None
         start = time.perf_counter()
@@ -129,17 +133,24 @@ def reward_judge_warnings(systems: list[System], judges_cfg: EvalJudgesConfig) -
 def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig, vocab: VocabConfig,
              prompt: PromptConfig, generation: GenerationSettings) -> dict:
     """Run every system, judge it, write the reports; returns the report dict."""
-    log.info("using %d torch threads", set_torch_threads(cfg.num_threads))
     systems = [parse_system(s) for s in cfg.systems]
     names = [s.name for s in systems]
     if len(set(names)) != len(names):
         raise UserError(f"systems: two systems share a name ({', '.join(names)}); name them with name=what")
+    for s in systems:  # the text of every predictions file decodes, before anything is loaded
+        if s.kind == "predictions" and os.path.isfile(s.ref):
+            read_lines(s.ref, f"predictions file '{s.ref}'", cfg.encoding_errors)
+    log.info("using %d torch threads", set_torch_threads(cfg.num_threads))
     test = load_test_set(data_cfg, cfg.eval_split, cfg.max_eval_sentences)
     log.info("test set: %d sentences, %d references", len(test.sources), test.description["references"])
+    # Predictions files are read before the judges load, so a bad file fails before any work.
+    files = {s.name: (read_predictions(s.ref, test.sources, cfg.encoding_errors), None, f"predictions {s.ref}")
+             for s in systems if s.kind == "predictions"}
     judges = Judges(judges_cfg, vocab)
     results, rows = {}, []
     for system in systems:
-        outputs, seconds, what = produce_outputs(system, test.sources, vocab, prompt, generation, cfg.eval_device)
+        outputs, seconds, what = files.get(system.name) or produce_outputs(
+            system, test.sources, vocab, prompt, generation, cfg.eval_device, cfg.encoding_errors)
         start = time.perf_counter()
         judged = judges.score(test.sources, outputs, test.references)
         judge_seconds = time.perf_counter() - start

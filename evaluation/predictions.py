@@ -18,24 +18,30 @@ import os
 
 from detoxrl.data import norm_key
 from detoxrl.errors import UserError
+from detoxrl.validate import read_lines
 
 SOURCE_KEYS = ("source", "input", "inputs", "toxic")
 OUTPUT_KEYS = ("output", "prediction", "outputs", "neutral")
 
 
-def _rows(path: str) -> list[dict]:
+def _rows(path: str, errors: str = "strict") -> list[dict]:
     lower = path.lower()
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        if lower.endswith(".jsonl"):
-            rows = []
-            for i, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise UserError(f"{path}:{i}: malformed JSON line ({exc.msg})") from None
-            return rows
-        return list(csv.DictReader(fh, delimiter="," if lower.endswith(".csv") else "\t"))
+    lines = read_lines(path, f"predictions file '{path}'", errors, keepends=True)
+    if lower.endswith(".jsonl"):
+        rows = []
+        for i, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path}:{i}: malformed JSON line ({exc.msg})") from None
+                if not isinstance(rows[-1], dict):
+                    raise UserError(f"{path}:{i}: expected a JSON object with source and output keys")
+        return rows
+    try:
+        return list(csv.DictReader(lines, delimiter="," if lower.endswith(".csv") else "\t"))
+    except csv.Error as exc:
+        raise UserError(f"predictions file '{path}': cannot parse it as CSV/TSV ({exc})") from None
 
 
 def _pick(keys, row: dict, path: str, what: str) -> str:
@@ -46,23 +52,20 @@ def _pick(keys, row: dict, path: str, what: str) -> str:
                     f"(found: {', '.join(map(str, row)) or 'none'})")
 
 
-def read_predictions(path: str, sources: list[str]) -> list[str]:
-    """The outputs for ``sources`` from ``path`` (see the module docstring)."""
+def read_predictions(path: str, sources: list[str], errors: str = "strict") -> list[str]:
+    """The outputs for ``sources`` from ``path`` (see the module docstring); ``errors`` as ``detoxrl.validate``."""
     if not os.path.isfile(path):
         raise UserError(f"predictions file '{path}' not found")
     if path.lower().endswith(".txt"):
-        with open(path, encoding="utf-8-sig") as fh:
-            lines = fh.read().split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
+        lines = read_lines(path, f"predictions file '{path}'", errors)
         if len(lines) != len(sources):
             raise UserError(f"predictions file '{path}' has {len(lines)} lines but the test set has {len(sources)} "
                             "sentences; a .txt file needs one output per test sentence, in order (or use a .tsv "
                             "with source and output columns)")
-        return [line.rstrip("\r") for line in lines]
+        return lines
     if not path.lower().endswith((".tsv", ".csv", ".jsonl")):
         raise UserError(f"predictions file '{path}': unknown extension; use .txt, .tsv, .csv or .jsonl")
-    rows = _rows(path)
+    rows = _rows(path, errors)
     if not rows:
         raise UserError(f"predictions file '{path}' has no rows")
     skey, okey = _pick(SOURCE_KEYS, rows[0], path, "source"), _pick(OUTPUT_KEYS, rows[0], path, "output")

@@ -25,6 +25,7 @@ from detoxrl.data import Pair, write_instruction_json
 from detoxrl.errors import UserError
 from detoxrl.io import atomic_write_text
 from detoxrl.log import setup_logging
+from detoxrl.validate import ENCODING_HELP, check_output_file, read_lines
 from feedback.store import FeedbackStore
 from feedback.train import FeedbackTrainConfig, feedback_data
 from feedback.versions import model_version
@@ -72,6 +73,7 @@ class AddArgs:
     file: str | None = field(
         default=None, metadata={"help": "A JSONL file of records (input, output, verdict, correction?, "
                                 "model_version?), added in one transaction."})
+    encoding_errors: Literal["strict", "replace"] = field(default="strict", metadata={"help": "--file: " + ENCODING_HELP})
 
 
 @dataclass
@@ -93,7 +95,8 @@ class ExportArgs:
     output: str | None = field(default=None, metadata={"help": "File to write (required)."})
     what: Literal["records", "pairs", "verdicts"] = field(
         default="records",
-        metadata={"help": "records: every record (.jsonl or .csv); pairs: corrections and accepted rewrites as "
+        metadata={"help": "records: every record (.jsonl, exact, or .csv, where a cell starting with = + - @ gets a "
+                  "leading ' against spreadsheet formula injection); pairs: corrections and accepted rewrites as "
                   "instruction JSON(L), what detox-sft reads; verdicts: (input, output, label) JSONL."})
     model_version: list[str] = field(default_factory=list, metadata={"help": "Only records of these versions."})
 
@@ -143,33 +146,28 @@ def _version_of(args: AddArgs) -> str:
                     "it) or --model_version VERSION")
 
 
-def _read_jsonl(path: str) -> list[dict]:
+def _read_jsonl(path: str, errors: str = "strict") -> list[dict]:
     rows = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path}:{n}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(row, dict):
-                    raise UserError(f"{path}:{n}: expected a JSON object with input, output, verdict")
-                rows.append((n, row))
-    except FileNotFoundError:
-        raise UserError(f"--file '{path}' not found") from None
+    for n, line in enumerate(read_lines(path, f"--file '{path}'", errors), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{n}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{n}: expected a JSON object with input, output, verdict")
+        rows.append((n, row))
     return rows
 
 
 def add(args: AddArgs) -> None:
-    store = FeedbackStore(args.store)
     if args.file:
         if args.input or args.output:
             raise UserError("detox-feedback add: give either --file or --input/--output, not both")
         default_version = args.model_version or (model_version(args.model) if args.model else None)
         records = []
-        for n, row in _read_jsonl(args.file):
+        for n, row in _read_jsonl(args.file, args.encoding_errors):
             unknown = set(row) - {"input", "output", "verdict", "correction", "model_version", "created_at"}
             if unknown:
                 raise UserError(f"{args.file}:{n}: unknown field(s) {', '.join(sorted(unknown))}")
@@ -178,6 +176,7 @@ def add(args: AddArgs) -> None:
                 raise UserError(f"{args.file}:{n}: no model_version; add it to the record or pass --model_version")
             verdict = row.get("verdict") or ("reject" if row.get("correction") else None)
             records.append({**row, "verdict": verdict, "model_version": version})
+        store = FeedbackStore(args.store)  # only once the file is read: a bad file leaves no store behind
         try:
             added = store.add_many(records)
         except UserError as exc:
@@ -191,6 +190,7 @@ def add(args: AddArgs) -> None:
     if verdict is None:
         raise UserError("detox-feedback add: --verdict accept|reject is required (or give a --correction)")
     version = _version_of(args)
+    store = FeedbackStore(args.store)
     output = args.output
     if output is None:
         if not args.model:
@@ -229,9 +229,19 @@ def list_records(args: ListArgs) -> None:
               f"({last.created_at[:19]}, {last.output_dir})")
 
 
+FORMULA_LEAD = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(cell: str) -> str:
+    """A cell a spreadsheet will not run as a formula (OWASP "CSV injection"): one that starts with
+    ``= + - @``, a tab or a carriage return gets a leading ``'``. Lossy by nature: JSONL export is exact."""
+    return "'" + cell if cell.startswith(FORMULA_LEAD) else cell
+
+
 def export(args: ExportArgs) -> None:
     if not args.output:
         raise UserError("detox-feedback export: --output PATH is required")
+    check_output_file(args.output, "--output")
     store = FeedbackStore(args.store, create=False)
     records = store.records(model_versions=args.model_version or None)
     path, lower = args.output, args.output.lower()
@@ -252,11 +262,18 @@ def export(args: ExportArgs) -> None:
         text = "".join(json.dumps(r.as_dict(), ensure_ascii=False) + "\n" for r in records)
     elif lower.endswith(".csv"):
         buf = io.StringIO()
-        writer = csv.writer(buf)
+        writer = csv.writer(buf, quoting=csv.QUOTE_ALL)
         writer.writerow(["id", "created_at", "model_version", "input", "output", "verdict", "correction"])
+        escaped = 0
         for r in records:
-            writer.writerow([r.id, r.created_at, r.model_version, r.input, r.output, r.verdict, r.correction or ""])
+            cells = [r.model_version, r.input, r.output, r.verdict, r.correction or ""]
+            safe = [csv_safe(c) for c in cells]
+            escaped += sum(a != b for a, b in zip(cells, safe))
+            writer.writerow([r.id, r.created_at, *safe])
         text = buf.getvalue()
+        if escaped:
+            print(f"{escaped} cells start with = + - @ or a tab and got a leading ' so spreadsheets show them as text; "
+                  "the CSV is not exact there: export to .jsonl for the exact texts", file=sys.stderr)
     else:
         raise UserError(f"--output '{path}': records are written as .jsonl or .csv")
     atomic_write_text(path, text)

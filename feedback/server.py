@@ -27,7 +27,10 @@ Safety:
   (``Authorization: Bearer <token>``); the page reads it from the URL fragment (``/#token=...``),
   which browsers never send to the server or put in logs;
 * without a token (loopback only) the ``Host`` header must name the loopback address, which
-  stops DNS-rebinding pages from reaching the API; a cross-origin ``Origin`` is refused;
+  stops DNS-rebinding pages from reaching the API; a cross-origin ``Origin`` is refused; always,
+  ``Origin: null`` and a request with two ``Host`` headers are refused (403);
+* a ``rewrite_id`` takes one verdict: it is claimed under a lock, so of concurrent posts exactly
+  one is stored and the others get 409;
 * request bodies are bounded (``max_body_bytes``, checked from ``Content-Length`` before reading)
   and texts are bounded (``max_chars``); POSTs must be ``application/json``;
 * the page inserts every user or model text with ``textContent``, never as HTML, and a strict
@@ -91,6 +94,7 @@ class ReviewApp:
     max_body_bytes: int = 16 * 1024
     max_pending: int = 1000
     _pending: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _answered: OrderedDict = field(default_factory=OrderedDict, repr=False)  # rewrite_id -> record id
     _pending_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -138,18 +142,36 @@ class ReviewApp:
         if verdict not in VERDICTS:
             raise ApiError(HTTPStatus.BAD_REQUEST, f"'verdict' must be one of {', '.join(VERDICTS)}")
         correction = self._text(payload, "correction", required=False)
+        if not isinstance(rewrite_id, str):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "'rewrite_id' must be the id /api/rewrite returned")
+        with self._pending_lock:  # claim the rewrite: of concurrent posts for one id, exactly one gets it
+            if rewrite_id in self._answered:
+                raise ApiError(HTTPStatus.CONFLICT, f"this rewrite already has a verdict (record "
+                                                    f"{self._answered[rewrite_id]}); rewrite the text again")
+            found = self._pending.get(rewrite_id)
+            if found is None:
+                raise ApiError(HTTPStatus.GONE, "unknown or expired rewrite; rewrite the text again")
+            text, output, version = found
+            if correction is not None:
+                if verdict != "reject":
+                    raise ApiError(HTTPStatus.BAD_REQUEST, "a correction is saved with verdict 'reject' (the "
+                                                           "rewrite needed changing)")
+                if correction == output:
+                    raise ApiError(HTTPStatus.BAD_REQUEST, "the correction is the same as the rewrite; accept it "
+                                                           "instead")
+            del self._pending[rewrite_id]
+            self._answered[rewrite_id] = None  # taken; the record id follows once stored
+        try:
+            record = self.store.add(text, output, verdict, version, correction=correction)
+        except BaseException:
+            with self._pending_lock:  # not stored: the reviewer may try again
+                self._answered.pop(rewrite_id, None)
+                self._pending[rewrite_id] = found
+            raise
         with self._pending_lock:
-            found = self._pending.get(rewrite_id) if isinstance(rewrite_id, str) else None
-        if found is None:
-            raise ApiError(HTTPStatus.GONE, "unknown or expired rewrite; rewrite the text again")
-        text, output, version = found
-        if correction is not None:
-            if verdict != "reject":
-                raise ApiError(HTTPStatus.BAD_REQUEST, "a correction is saved with verdict 'reject' (the rewrite "
-                                                       "needed changing)")
-            if correction == output:
-                raise ApiError(HTTPStatus.BAD_REQUEST, "the correction is the same as the rewrite; accept it instead")
-        record = self.store.add(text, output, verdict, version, correction=correction)
+            self._answered[rewrite_id] = record.id
+            while len(self._answered) > self.max_pending:
+                self._answered.popitem(last=False)
         return record.as_dict()
 
     def recent(self, query: dict) -> dict:
@@ -200,15 +222,20 @@ class ReviewHandler(BaseHTTPRequestHandler):
             self._send(status, page.encode("utf-8"), "text/html; charset=utf-8")
 
     def _check_host(self) -> None:
-        """Without a token: the Host header must be the loopback address we serve (DNS rebinding guard)."""
+        """One Host header, never ``Origin: null``; without a token the Host must also be the loopback address
+        we serve (DNS rebinding guard) and a given Origin must be that same host."""
+        if len(self.headers.get_all("Host") or []) > 1:  # proxies and servers may read different ones
+            raise ApiError(HTTPStatus.FORBIDDEN, "a request may carry one Host header")
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.strip().lower() == "null":  # sandboxed frames, file:// pages, redirects
+            raise ApiError(HTTPStatus.FORBIDDEN, "requests from an opaque origin (Origin: null) are refused")
         if self.app.token is not None:
             return
         host = (self.headers.get("Host") or "").strip()
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if not is_loopback(name.strip("[]")):
             raise ApiError(HTTPStatus.FORBIDDEN, "this review page only answers requests for localhost")
-        origin = self.headers.get("Origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != host:
+        if origin and urlsplit(origin).netloc != host:
             raise ApiError(HTTPStatus.FORBIDDEN, "cross-origin requests are refused")
 
     def _check_token(self) -> None:

@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from detoxrl.errors import ConfigError
+from detoxrl.errors import ConfigError, UserError
 from detoxrl.io import atomic_write_text
 from detoxrl.resume import latest_checkpoint
 from detoxrl.runcard import CARD, card_fingerprint
+from detoxrl.validate import load_yaml, locate_decode_error
 
 log = logging.getLogger("detoxrl")
 
@@ -75,11 +76,19 @@ def config_diff(old: dict, new: dict, limit: int = 6) -> str:
 
 
 def read_yaml(path: str):
+    """The YAML file at ``path``; None when it cannot be opened. Invalid YAML, a key given twice or bytes that
+    are not UTF-8 are a ``UserError`` naming the file (and the line)."""
     try:
         with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
-    except (OSError, yaml.YAMLError):
+            return load_yaml(fh, path)
+    except OSError:
         return None
+    except UnicodeDecodeError:
+        raise UserError(locate_decode_error(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else path
+        raise UserError(f"{where}: invalid YAML ({getattr(exc, 'problem', None) or exc}); fix or remove the file") from None
 
 
 def fingerprint(ref: str) -> str:

@@ -113,6 +113,8 @@ class DetoxPPOConfig(TrainingArguments):
             raise ValueError(f"gamma and lam must be in [0, 1] (got {self.gamma}, {self.lam})")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 (got {self.temperature})")
+        if not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ValueError(f"top_p must be in (0, 1] and top_k >= 0 (got {self.top_p}, {self.top_k})")
         if self.adaptive_kl and (self.target_kl <= 0 or self.kl_horizon <= 0):
             raise ValueError("adaptive_kl needs target_kl > 0 and kl_horizon > 0")
         if self.max_steps < 1:

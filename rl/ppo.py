@@ -70,7 +70,8 @@ def run(args=None) -> dict:
     from transformers import set_seed
 
     set_seed(ppo_args.seed)  # before the adapter and value head are initialised
-    resume = resolve_resume(ppo_args.resume_from_checkpoint, ppo_args.output_dir)
+    resume = resolve_resume(ppo_args.resume_from_checkpoint, ppo_args.output_dir,
+                            kind="ppo" if ppo_args.algorithm == "ppo" else "trl")
     check_push(ppo_args.push_to_hub, ppo_args.hub_model_id, ppo_args.output_dir)
     push, ppo_args.push_to_hub = ppo_args.push_to_hub, False  # pushed once, as a whole run folder (detoxrl/hub_push.py)
     data = load_detox_data(data_cfg)

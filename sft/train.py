@@ -61,7 +61,7 @@ def check_quantization(model_cfg: DetoxModelConfig) -> None:
 def run(args=None) -> dict:
     setup_logging()
     data_cfg, vocab_cfg, model_cfg, prompt_cfg, train_args = parse(args)
-    resume = resolve_resume(train_args.resume_from_checkpoint, train_args.output_dir)
+    resume = resolve_resume(train_args.resume_from_checkpoint, train_args.output_dir, kind="sft")
     check_quantization(model_cfg)
     check_push(train_args.push_to_hub, train_args.hub_model_id, train_args.output_dir)
     push, train_args.push_to_hub = train_args.push_to_hub, False  # pushed once, as a whole run folder (detoxrl/hub_push.py)

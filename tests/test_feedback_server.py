@@ -61,6 +61,10 @@ def test_rewrite_accept_and_correct_round_trip(served):
     assert status == 200 and rw["input"] == "you stupid idiot" and rw["output"] == "you unwise person"
     status, rec, _ = call(port, "POST", "/api/feedback", {"rewrite_id": rw["rewrite_id"], "verdict": "accept"})
     assert status == 200 and rec["id"] == 1 and rec["verdict"] == "accept" and rec["correction"] is None
+    status, err, _ = call(port, "POST", "/api/feedback", {"rewrite_id": rw["rewrite_id"], "verdict": "reject",
+                                                          "correction": "you are mistaken"})
+    assert status == 409 and "already has a verdict (record 1)" in err["error"]  # one verdict per rewrite
+    status, rw, _ = call(port, "POST", "/api/rewrite", {"text": "you stupid idiot"})
     status, rec, _ = call(port, "POST", "/api/feedback", {"rewrite_id": rw["rewrite_id"], "verdict": "reject",
                                                           "correction": "you are mistaken"})
     assert status == 200 and rec["id"] == 2

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from detoxrl.config import DetoxParser, prog_name, run_cli
+from detoxrl.validate import check_output_file
 from detoxrl.data import DEFAULT_INSTRUCTION, DataConfig, DetoxData, load_detox_data, write_instruction_json
 from detoxrl.errors import UserError
 
@@ -48,6 +49,7 @@ def _pairs_of(data: DetoxData, split: str):
 def export(cfg: DataConfig, args: ExportArgs) -> None:
     if not args.output:
         raise UserError("detox-data export: --output PATH is required (a .jsonl or .json file)")
+    check_output_file(args.output, "--output")
     data = load_detox_data(cfg)
     pairs = _pairs_of(data, args.split)
     write_instruction_json(pairs, args.output, instruction=args.instruction)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from detoxrl.data.clean import norm_key
 from detoxrl.data.config import DataConfig
+from detoxrl.validate import locate_decode_error
 from detoxrl.errors import UserError
 from detoxrl.hub import hub_reachable, offline_env
 from detoxrl.io import atomic_write_text
@@ -102,7 +103,9 @@ def read_header(path: str) -> list[str]:
     with _open_text(path) as fh:
         try:
             return next(csv.reader(fh, delimiter=_delimiter(path)), [])
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError:  # the reader decodes ahead: the bad byte may sit on any line
+            raise UserError(locate_decode_error(path)) from None
+        except csv.Error as exc:
             raise UserError(f"{path}:1: cannot parse the header ({exc}); is it a UTF-8 TSV/CSV file?") from None
 
 
@@ -130,7 +133,7 @@ def _read_table(path: str, skips: _Skips) -> tuple[list[str], Iterator[Row]]:
             except csv.Error as exc:
                 raise UserError(f"{path}:{line}: cannot parse the row ({exc}); is a quote left open?") from None
             except UnicodeDecodeError:
-                raise UserError(f"{path}: not UTF-8 text; convert the file to UTF-8") from None
+                raise UserError(locate_decode_error(path)) from None
 
     return header, rows()
 

@@ -1,0 +1,389 @@
+"""Bad inputs through the real entry points, one table: each row says what must happen.
+
+A bad input must end with exit code 2 and one line on stderr that names the field or path, no
+traceback, and no output file left behind; the other rows state their own outcome (exit 141 on a
+closed pipe, 403/409 from the review page, the escaped CSV cells, what ``--encoding_errors replace``
+keeps). Most rows run ``main(argv)`` in-process and point ``--model`` at a folder that does not exist,
+so a check that ran after loading would fail with a different message; the few that need a model
+use the tiny models of ``tests/tiny.py``; ``proc`` rows run the command as a subprocess, to see its
+real stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+
+import pytest
+
+from detoxrl import infer
+from detoxrl.data import cli as data_cli
+from evaluation import evaluate
+from feedback import cli as feedback_cli
+from orchestration import ablate, pipeline
+from rl import ppo
+from sft import train as sft_train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAINS = {"detox": infer.main, "detox-eval": evaluate.main, "detox-sft": sft_train.main, "detox-ppo": ppo.main,
+         "detox-data": data_cli.main, "detox-ablate": ablate.main, "detox-feedback": feedback_cli.main, "detox-pipeline": pipeline.main}
+NOPE = "{tmp}/no-such-model"  # a model that cannot load: rows that must fail first never reach it
+BAD_LINE2 = b"you are an idiot\n\xff\xfe broken\nthird line\n"  # byte 17 (0-based) is the first bad one
+
+
+@dataclass
+class Case:
+    cmd: str                     # key of MAINS, or "proc:<module>" for a subprocess, or "http"
+    argv: list[str]
+    rc: int = 2
+    err: str | None = None       # must appear in the one stderr line (rc 2) or in stderr
+    absent: list[str] = field(default_factory=list)  # paths that must not exist afterwards
+    stdin: bytes | None = None
+    check: str | None = None     # name of an extra check below
+    model: bool = False          # needs the tiny llama ({model})
+
+
+def _sft(*extra):
+    return ["--model_name_or_path", NOPE, "--dataset", "{tsv}", "--lexicon_dir", "{lex}", "--lexicons", "ldnoobw",
+            "--output_dir", "{tmp}/run", "--use_cpu", "true", "--report_to", "none", *extra]
+
+
+def _ppo(*extra):
+    return ["--model_name_or_path", NOPE, "--dataset", "{tsv}", "--lexicon_dir", "{lex}", "--lexicons", "ldnoobw",
+            "--output_dir", "{tmp}/run", "--use_cpu", "true", "--report_to", "none", *extra]
+
+
+def _eval(*extra):
+    return ["--dataset", "{tsv}", "--lexicon_dir", "{lex}", "--lexicons", "ldnoobw", "--dev_size", "4", *extra]
+
+
+CASES = {
+    # ---- work thrown away: output paths are checked before the work
+    "detox-output-is-a-folder": Case("detox", ["--model", NOPE, "--input", "{in}", "--output", "{dir}"],
+                                     err="--output '{dir}' is a folder"),
+    "detox-output-under-a-file": Case("detox", ["--model", NOPE, "--input", "{in}", "--output", "{file}/out.txt"],
+                                      err="is a file, not a folder"),
+    "eval-output-dir-is-a-file": Case("detox-eval", _eval("--systems", "duplicate", "--output_dir", "{file}"),
+                                      err="output_dir '{file}' is a file"),
+    "data-export-output-is-a-folder": Case("detox-data", ["export", "--dataset", "{tsv}", "--output", "{dir}"],
+                                           err="--output '{dir}' is a folder"),
+    "feedback-export-output-is-a-folder": Case("detox-feedback", ["export", "--store", "{store}", "--output", "{dir}"],
+                                               err="--output '{dir}' is a folder"),
+    # ---- late tracebacks: SFT / PPO fail before loading anything
+    "sft-output-dir-is-a-file": Case("detox-sft", _sft("--output_dir", "{file}"), err="output_dir '{file}' is a file"),
+    "ppo-output-dir-is-a-file": Case("detox-ppo", _ppo("--output_dir", "{file}"), err="output_dir '{file}' is a file"),
+    "sft-batch-size-negative": Case("detox-sft", _sft("--per_device_train_batch_size", "-4"),
+                                    err="per_device_train_batch_size must be >= 1 (got -4)", absent=["{tmp}/run"]),
+    "sft-grad-accumulation-zero": Case("detox-sft", _sft("--gradient_accumulation_steps", "0"),
+                                       err="gradient_accumulation_steps must be >= 1"),
+    "sft-resume-empty-folder": Case("detox-sft", _sft("--resume_from_checkpoint", "{dir}"),
+                                    err="resume_from_checkpoint: '{dir}' is not a checkpoint"),
+    "sft-resume-a-ppo-checkpoint": Case("detox-sft", _sft("--resume_from_checkpoint", "{ppo_ckpt}"),
+                                        err="is not a checkpoint of a sft run"),
+    "sft-resume-latest-without-checkpoints": Case("detox-sft", _sft("--resume_from_checkpoint", "latest"),
+                                                  err="no checkpoint-* folder in output_dir"),
+    "ppo-resume-an-sft-checkpoint": Case("detox-ppo", _ppo("--resume_from_checkpoint", "{sft_ckpt}"),
+                                         err="is not a checkpoint of a ppo run (no trainable.safetensors)"),
+    "ppo-resume-corrupt-safetensors": Case("detox-ppo", _ppo("--resume_from_checkpoint", "{broken_ckpt}"),
+                                           err="is not a readable safetensors file"),
+    "ppo-resume-empty-folder": Case("detox-ppo", _ppo("--resume_from_checkpoint", "{dir}"),
+                                    err="is not a checkpoint (no trainer_state.json)"),
+    # ---- decoding flags
+    "detox-num-beams-zero": Case("detox", ["--model", NOPE, "--num_beams", "0", "hi"], err="--num_beams must be >= 1"),
+    "detox-max-new-tokens-negative": Case("detox", ["--model", NOPE, "--max_new_tokens", "-5", "hi"],
+                                          err="--max_new_tokens must be >= 1 (got -5)"),
+    "detox-negative-temperature": Case("detox", ["--model", NOPE, "--do_sample", "true", "--temperature", "-1", "hi"],
+                                       err="--temperature must be a number > 0"),
+    "detox-nan-temperature": Case("detox", ["--model", NOPE, "--temperature", "nan", "hi"],
+                                  err="temperature must be a finite number"),
+    "detox-top-p-zero": Case("detox", ["--model", NOPE, "--top_p", "0", "hi"], err="--top_p must be in (0, 1]"),
+    "detox-batch-size-zero": Case("detox", ["--model", NOPE, "--batch_size", "0", "hi"], err="batch_size must be >= 1"),
+    "eval-num-beams-zero": Case("detox-eval", _eval("--systems", "duplicate", "--num_beams", "0",
+                                                    "--output_dir", "{tmp}/ev"), err="num_beams must be >= 1",
+                                absent=["{tmp}/ev"]),
+    "ppo-negative-temperature": Case("detox-ppo", _ppo("--temperature", "-1"), err="temperature must be > 0"),
+    "ppo-top-p-above-one": Case("detox-ppo", _ppo("--top_p", "1.5"), err="top_p must be in (0, 1]"),
+    # ---- input encoding
+    "detox-input-not-utf8": Case("detox", ["--model", NOPE, "--input", "{bad}", "--output", "{tmp}/o.txt"],
+                                 err="--input '{bad}': line 2, byte 17: not UTF-8 (byte 0xff)", absent=["{tmp}/o.txt"]),
+    "detox-input-binary": Case("detox", ["--model", NOPE, "--input", "{bin}"], err="--input '{bin}': line 1, byte"),
+    "detox-input-missing": Case("detox", ["--model", NOPE, "--input", "{tmp}/nope.txt"], err="is not a file"),
+    "detox-stdin-not-utf8-keeps-the-lines-before": Case(
+        "detox", ["--model", "{model}", "--max_new_tokens", "2"], stdin=BAD_LINE2, model=True,
+        err="stdin: line 2, byte 17: not UTF-8", check="one_output_line"),
+    "detox-stdin-encoding-errors-replace": Case(
+        "detox", ["--model", "{model}", "--max_new_tokens", "2", "--encoding_errors", "replace"], stdin=BAD_LINE2,
+        model=True, rc=0, check="three_output_lines"),
+    "detox-encoding-errors-unknown": Case("detox", ["--model", NOPE, "--encoding_errors", "ignore", "hi"],
+                                          err="--encoding_errors"),
+    "feedback-add-file-not-utf8": Case("detox-feedback", ["add", "--store", "{tmp}/fb.db", "--file", "{bad_jsonl}",
+                                                          "--model_version", "m@1"],
+                                       err="--file '{bad_jsonl}': line 2, byte", absent=["{tmp}/fb.db"]),
+    "feedback-add-file-binary": Case("detox-feedback", ["add", "--store", "{tmp}/fb.db", "--file", "{bin}",
+                                                        "--model_version", "m@1"], err="line 1, byte"),
+    "feedback-add-file-replace-stores-valid-json": Case(
+        "detox-feedback", ["add", "--store", "{tmp}/fb.db", "--file", "{bad_jsonl}", "--model_version", "m@1",
+                           "--encoding_errors", "replace"], rc=0, check="two_records_one_replaced"),
+    "eval-predictions-binary": Case("detox-eval", _eval("--systems", "p={bin_txt}", "--output_dir", "{tmp}/ev"),
+                                    err="predictions file '{bin_txt}': line 1, byte", absent=["{tmp}/ev"]),
+    "eval-predictions-not-utf8-jsonl": Case("detox-eval", _eval("--systems", "p={bad_jsonl}", "--output_dir",
+                                                                "{tmp}/ev"), err="line 2, byte", absent=["{tmp}/ev"]),
+    "data-tsv-bad-byte-in-row-2": Case("detox-data", ["preview", "--dataset", "{bad_tsv}"],
+                                       err="{bad_tsv}: line 3, byte"),
+    "sft-config-not-utf8": Case("detox-sft", ["--config", "{bad_yaml}"], err="{bad_yaml}: line 2, byte"),
+    # ---- accepted silently before
+    "sft-learning-rate-zero": Case("detox-sft", _sft("--learning_rate", "0"), err="learning_rate must be > 0",
+                                   absent=["{tmp}/run"]),
+    "sft-learning-rate-nan": Case("detox-sft", _sft("--learning_rate", "nan"), err="learning_rate must be a finite"),
+    "ppo-learning-rate-zero": Case("detox-ppo", _ppo("--learning_rate", "0"), err="learning_rate must be > 0"),
+    "ppo-kl-coef-nan": Case("detox-ppo", _ppo("--kl_coef", "nan"), err="kl_coef must be a finite number (got nan)"),
+    "ppo-vf-coef-inf": Case("detox-ppo", _ppo("--vf_coef", "inf"), err="vf_coef must be a finite number"),
+    "ppo-reward-weight-nan": Case("detox-ppo", _ppo("--reward.weights.toxicity", "nan"),
+                                  err="w_toxicity must be a finite number"),
+    "sft-yaml-duplicate-key": Case("detox-sft", ["--config", "{dup_yaml}"],
+                                   err="key 'learning_rate' is given twice (lines 1 and 3)"),
+    "ppo-yaml-duplicate-nested-key": Case("detox-ppo", ["--config", "{dup_nested}"],
+                                          err="key 'toxicity' is given twice (lines 3 and 4)"),
+    "pipeline-yaml-duplicate-key": Case("detox-pipeline", ["--config", "{dup_pipeline}"],
+                                        err="key 'sft' is given twice (lines 1 and 2)"),
+    "pipeline-invalid-yaml": Case("detox-pipeline", ["--config", "{broken_yaml}"], err="invalid YAML"),
+    "pipeline-output-root-is-a-file": Case("detox-pipeline", ["--preset", "quick", "--output_root", "{file}"],
+                                           err="output_dir '{file}/sft': '{file}' is a file, not a folder"),
+    "ablate-output-dir-under-a-file": Case("detox-ablate", ["--config", ROOT + "/configs/ablation/smoke.yaml",
+                                                            "--output_dir", "{file}/grid"], err="'{file}' is a file"),
+    # ---- review page
+    "server-origin-null": Case("http", ["origin_null"], rc=403),
+    "server-origin-null-with-a-token": Case("http", ["origin_null_token"], rc=403),
+    "server-two-host-headers": Case("http", ["two_hosts"], rc=403),
+    "server-second-verdict-409": Case("http", ["twice"], rc=409),
+    "server-concurrent-verdicts-one-stored": Case("http", ["concurrent"], rc=409),
+    "feedback-export-csv-escapes-formulas": Case("detox-feedback", ["export", "--store", "{store}", "--output",
+                                                                    "{tmp}/r.csv"], rc=0, check="csv_escaped"),
+    "feedback-export-jsonl-stays-exact": Case("detox-feedback", ["export", "--store", "{store}", "--output",
+                                                                 "{tmp}/r.jsonl"], rc=0, check="jsonl_exact"),
+    # ---- noise
+    "feedback-list-closed-pipe": Case("proc:feedback.cli", ["list", "--store", "{big_store}", "--limit", "0",
+                                                            "--format", "jsonl"], rc=141, check="closed_pipe"),
+    "sft-error-is-one-line-no-bitsandbytes-noise": Case("proc:sft.train", _sft("--learning_rate", "0"),
+                                                        err="learning_rate must be > 0"),
+}
+
+FORMULAS = ["=HYPERLINK(\"http://x\")", "+1+1", "-2", "@SUM(A1)", "plain"]
+
+
+@pytest.fixture()
+def paths(tmp_path, toy_data):
+    """Every file and folder a row names, made fresh per row (feedback stores: ``make_stores``)."""
+    tsv, lex = toy_data
+    p = {"tmp": str(tmp_path), "tsv": str(tsv), "lex": str(lex)}
+
+    def put(name: str, data: bytes) -> str:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return str(path)
+
+    p["file"] = put("a_file.txt", b"keep me\n")
+    (tmp_path / "a_dir").mkdir()
+    p["dir"] = str(tmp_path / "a_dir")
+    p["in"] = put("in.txt", b"you are an idiot\n")
+    p["bad"] = put("bad.txt", BAD_LINE2)
+    p["bin"] = put("blob.bin", bytes(range(255, -1, -1)) * 4)  # starts with 0xff: line 1, byte 0
+    p["bin_txt"] = put("blob.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(128, 256)))
+    p["bad_jsonl"] = put("bad.jsonl", b'{"input": "a", "output": "b", "verdict": "accept"}\n'
+                                      b'{"input": "x\xff", "output": "y", "verdict": "reject"}\n')
+    header, rows = tsv.read_bytes().split(b"\n", 1)
+    lines = rows.split(b"\n")
+    p["bad_tsv"] = put("bad.tsv", header + b"\n" + lines[0] + b"\n" + lines[1].replace(b" ", b"\xe9", 1) + b"\n"
+                       + b"\n".join(lines[2:]))
+    p["bad_yaml"] = put("bad.yaml", b"learning_rate: 1e-4\nloss: \xfftoxic\n")
+    p["dup_yaml"] = put("dup.yaml", b"learning_rate: 1e-4\nmax_steps: 3\nlearning_rate: 2e-4\n")
+    p["dup_nested"] = put("dup_nested.yaml", b"reward:\n  weights:\n    toxicity: 1\n    toxicity: 2\n")
+    p["dup_pipeline"] = put("dup_pipeline.yaml", b"sft: {config: a.yaml}\nsft: {config: b.yaml}\n")
+    p["broken_yaml"] = put("broken.yaml", b"sft: {config: a.yaml\n")
+    for kind, files in (("sft_ckpt", {"adapter_model.safetensors": b"x"}),
+                        ("ppo_ckpt", {"trainable.safetensors": b"x", "adapter/adapter_config.json": b"{}"}),
+                        ("broken_ckpt", {"trainable.safetensors": b"not safetensors",
+                                         "adapter/adapter_config.json": b"{}"})):
+        for name, data in {"trainer_state.json": b'{"global_step": 2}', **files}.items():
+            put(f"{kind}/checkpoint-2/{name}", data)
+        p[kind] = str(tmp_path / kind / "checkpoint-2")
+    p["store"], p["big_store"] = str(tmp_path / "records.db"), str(tmp_path / "big.db")
+    return p
+
+
+def make_stores(p: dict, argv: list[str]) -> None:
+    """The feedback stores a row names (only those: each costs a few fsyncs)."""
+    from feedback.store import FeedbackStore
+
+    if "{store}" in argv:
+        FeedbackStore(p["store"]).add_many([{"input": t, "output": t, "verdict": "accept", "model_version": "m@1"}
+                                            for t in FORMULAS])
+    if "{big_store}" in argv:  # ~120 kB of JSONL: more than a pipe holds
+        FeedbackStore(p["big_store"]).add_many([{"input": "x" * 2000, "output": "y", "verdict": "accept",
+                                                 "model_version": "m@1"}] * 60)
+
+
+def fill(value: str, p: dict) -> str:
+    for key in sorted(p, key=len, reverse=True):
+        value = value.replace("{" + key + "}", p[key])
+    return value
+
+
+def snapshot(p: dict) -> dict:
+    return {k: (open(v, "rb").read() if os.path.isfile(v) else sorted(os.listdir(v)) if os.path.isdir(v) else None)
+            for k, v in p.items() if k in ("file", "dir")}
+
+
+def run_proc(module: str, argv: list[str], case: Case) -> tuple[int, str, str]:
+    env = {**os.environ, "PYTHONPATH": ROOT, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", module, *argv]
+    if case.check == "closed_pipe":  # read one line, then close the pipe, like `| head -1`
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+        proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        return proc.wait(timeout=60), "", err
+    done = subprocess.run(cmd, capture_output=True, env=env, cwd=ROOT, timeout=120)
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+def run_http(what: str, tmp_path) -> tuple[int, list]:
+    """(status of the request under test, records stored) against a served review page with a fake model."""
+    from feedback.server import ReviewApp, make_server
+    from feedback.store import FeedbackStore
+
+    token = "t" * 20 if what.endswith("_token") else None
+    app = ReviewApp(FeedbackStore(str(tmp_path / "page.db")), lambda texts: [t.upper() for t in texts], "fake@1",
+                    token=token)
+    server = make_server(app, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+
+    def post(path, body, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        raw = json.dumps(body).encode()
+        conn.putrequest("POST", path, skip_host=True)
+        auth = [("Authorization", f"Bearer {token}")] if token else []
+        for key, value in [("Host", f"127.0.0.1:{port}"), ("Content-Type", "application/json"),
+                           ("Content-Length", str(len(raw))), *auth, *(headers or [])]:
+            conn.putheader(key, value)
+        conn.endheaders(raw)
+        res = conn.getresponse()
+        status, data = res.status, json.loads(res.read() or b"{}")
+        conn.close()
+        return status, data
+
+    try:
+        if what.startswith("origin_null"):
+            status, _ = post("/api/rewrite", {"text": "hi"}, [("Origin", "null")])
+        elif what == "two_hosts":
+            status, _ = post("/api/rewrite", {"text": "hi"}, [("Host", "evil.example")])
+        else:
+            _, rw = post("/api/rewrite", {"text": "you idiot"})
+            verdict = {"rewrite_id": rw["rewrite_id"], "verdict": "accept"}
+            if what == "twice":
+                first, _ = post("/api/feedback", verdict)
+                assert first == 200
+                status, body = post("/api/feedback", verdict)
+                assert "already has a verdict" in body["error"]
+            else:
+                results: list[int] = []
+                threads = [threading.Thread(target=lambda: results.append(post("/api/feedback", verdict)[0]))
+                           for _ in range(8)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                assert sorted(results) == [200] + [409] * 7, results
+                status = 409
+        return status, app.store.records()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(name, paths, tmp_path, tiny_dir, capsys, caplog, monkeypatch):
+    case = CASES[name]
+    if case.model:
+        paths["model"] = tiny_dir("llama")
+    make_stores(paths, case.argv)
+    argv = [fill(a, paths) for a in case.argv]
+    before = snapshot(paths)
+    if case.cmd == "http":
+        status, records = run_http(argv[0], tmp_path)
+        assert status == case.rc
+        assert len(records) == (1 if argv[0] in ("twice", "concurrent") else 0)  # nothing stored on a refusal
+        return
+    if case.cmd.startswith("proc:"):
+        rc, out, err = run_proc(case.cmd[5:], argv, case)
+    else:
+        if case.stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(case.stdin), encoding="utf-8"))
+        rc = MAINS[case.cmd](argv)
+        captured = capsys.readouterr()
+        out, err = captured.out, captured.err
+    assert rc == case.rc, (rc, err[-2000:])
+    assert "Traceback" not in err
+    if case.rc == 2:
+        lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]  # progress bars aside
+        assert len(lines) == 1 and lines[0].startswith("error: "), err  # one line, no bitsandbytes line
+        assert fill(case.err, paths) in lines[0], lines[0]
+        assert snapshot(paths) == before  # the file and folder given as outputs are untouched
+    elif case.err:
+        assert fill(case.err, paths) in err
+    for path in case.absent:
+        assert not os.path.exists(fill(path, paths)), path
+    if case.check:
+        CHECKS[case.check](out=out, err=err, paths=paths, caplog=caplog)
+
+
+def _one_output_line(out, **_):
+    assert len(out.splitlines()) == 1  # the valid line before the bad one was still rewritten
+
+
+def _three_output_lines(out, caplog, **_):
+    assert len(out.splitlines()) == 3
+    assert "stdin: 1 line(s) held bytes that are not UTF-8" in caplog.text
+
+
+def _two_records_one_replaced(paths, caplog, **_):
+    from feedback.store import FeedbackStore
+
+    assert [r.input for r in FeedbackStore(paths["tmp"] + "/fb.db").records()] == ["a", "x\ufffd"]
+    assert "1 line(s) held bytes that are not UTF-8" in caplog.text
+
+
+def _csv_escaped(paths, err, **_):
+    with open(paths["tmp"] + "/r.csv", encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    # OWASP: a leading = + - @ gets a ' so a spreadsheet shows text, not a formula result
+    assert sorted(r["input"] for r in rows) == sorted(["'=HYPERLINK(\"http://x\")", "'+1+1", "'-2", "'@SUM(A1)", "plain"])
+    assert all(r["input"] == r["output"] for r in rows)
+    assert "8 cells start with" in err and ".jsonl" in err  # input and output of 4 records; says it is lossy
+
+
+def _jsonl_exact(paths, **_):
+    with open(paths["tmp"] + "/r.jsonl", encoding="utf-8") as fh:
+        assert sorted(json.loads(line)["input"] for line in fh) == sorted(FORMULAS)
+
+
+def _closed_pipe(err, **_):
+    assert err == ""  # no BrokenPipeError, no "Exception ignored" line
+
+
+CHECKS = {"one_output_line": _one_output_line, "three_output_lines": _three_output_lines,
+          "two_records_one_replaced": _two_records_one_replaced, "csv_escaped": _csv_escaped,
+          "jsonl_exact": _jsonl_exact, "closed_pipe": _closed_pipe}
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 40
