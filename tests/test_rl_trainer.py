@@ -10,41 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from detoxrl.errors import UserError
-from rl.rollout import response_mask_from_eos
-from rl.value_head import lm_forward
 from tests.rl_helpers import CharShareReward, make_run, make_trainer
 
 
-# ---- rollouts ------------------------------------------------------------------------------------------------
-
-def test_response_mask_keeps_tokens_through_the_first_eos():
-    response = torch.tensor([[5, 7, 2, 0, 0], [5, 7, 8, 9, 4], [2, 2, 0, 0, 0], [5, 3, 6, 3, 9]])
-    mask, truncated = response_mask_from_eos(response, eos=[2, 3])
-    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]]
-    assert truncated.tolist() == [False, True, False, False]
-
-
-# ---- forward alignment ---------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("kind", ["llama", "gpt2", "t5"])  # gpt2: absolute positions
-def test_padded_batch_logprobs_equal_single_row_logprobs(tiny_dir, tmp_path, kind):
-    """Left-padded prompts + right-padded responses give each row the log-probs it has on its own."""
-    tr = make_trainer(tiny_dir(kind), tmp_path)
-    fmt = tr.policy.formatter
-    batch = fmt.encode_prompts(["you are a stupid idiot and nobody likes you", "shut up"])
-    response = torch.tensor([[7, 8, 9, 10], [11, 12, 0, 0]])
-    rmask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0]])
-    out = tr.unwrapped(batch["input_ids"], batch["attention_mask"], response, rmask)
-    for row in range(2):
-        keep = batch["attention_mask"][row].bool()
-        q = batch["input_ids"][row][keep][None]
-        n = int(rmask[row].sum())
-        r = response[row, :n][None]
-        logits, _ = lm_forward(tr.unwrapped.policy, tr.policy.family, q, torch.ones_like(q), r, torch.ones_like(r,
-                               dtype=torch.float), tr.unwrapped.decoder_start_id)
-        alone = torch.log_softmax(logits.float(), -1).gather(-1, r[..., None]).squeeze(-1)
-        torch.testing.assert_close(out.logprobs[row, :n], alone[0], atol=1e-4, rtol=0)
-    assert out.values.shape == response.shape
+# Rollout masks and the padded-batch forward alignment are checked against plain forwards in test_rl_units.py.
 
 
 # ---- reference ------------------------------------------------------------------------------------------------
