@@ -44,6 +44,19 @@ def test_ppo_writes_a_loadable_run_folder(tiny_dir, toy_data, tmp_path, kind, fa
 
     det = Detoxifier.from_pretrained(str(out))
     assert isinstance(det("you are a stupid idiot"), str)
+    if family == "causal":  # merged/ computes what base + the trained adapter compute
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        ids = torch.tensor([[5, 17, 42, 9]])
+        with torch.no_grad():
+            want = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(os.path.join(sft, "merged")),
+                                             str(out / "adapter"))(input_ids=ids).logits
+            got = AutoModelForCausalLM.from_pretrained(out / "merged")(input_ids=ids).logits
+            base = AutoModelForCausalLM.from_pretrained(os.path.join(sft, "merged"))(input_ids=ids).logits
+        assert (want - base).abs().max() > 1e-5  # PPO moved the adapter
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 def test_reward_weights_take_dotted_and_nested_spellings(tmp_path, toy_data):
