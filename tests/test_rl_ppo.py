@@ -84,12 +84,37 @@ def test_bad_input_gets_one_clear_line(tiny_dir, toy_data, tmp_path):
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_trl_algorithms_train_with_our_reward(tiny_dir, toy_data, tmp_path, algorithm):
+def test_trl_algorithms_train_with_our_reward(tiny_dir, toy_data, tmp_path, algorithm, monkeypatch):
+    """The composite reward is called on every generated batch, and a reward that varies between the two
+    generations of a prompt moves the adapter (lora_B starts at 0)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from rewards.composite import CompositeReward, RewardBreakdown
+
+    calls = []
+
+    def varying(self, sources, outputs):  # 'o' share plus a length term: never equal for two generations
+        calls.append((list(sources), list(outputs)))
+        score = torch.tensor([o.count("o") / max(len(o), 1) + len(o) / 100 for o in outputs]).clamp(0, 1)
+        flags = torch.zeros(len(outputs), dtype=torch.bool)
+        return RewardBreakdown(score, score, torch.zeros(len(outputs)), 1 - score, None, None, flags, flags, flags)
+
+    monkeypatch.setattr(CompositeReward, "__call__", varying)
     sft = make_run(tiny_dir("llama"), tmp_path, "causal")
     out = tmp_path / algorithm
     summary = run(_args(sft, toy_data, out, "--algorithm", algorithm, "--num_generations", "2",
-                        "--form", "weighted_sum", "--w_similarity", "0"))
+                        "--form", "weighted_sum", "--w_similarity", "0", "--learning_rate", "1e-2",
+                        "--eval_samples", "0", "--ppo_epochs", "1"))
     assert summary["steps"] == 2
+    train_calls = [c for c in calls if len(c[1]) == 4]
+    assert len(train_calls) == len(calls) == 2  # one reward call per step (num_iterations = ppo_epochs = 1), on
+    # 4 = 2 prompts x 2 generations
+    for sources, _ in train_calls:
+        assert sources[0] == sources[1] and sources[2] == sources[3]  # grouped generations of one prompt
+    adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    moved = [k for k, v in adapter.items() if "lora_B" in k and v.abs().max() > 0]
+    assert moved, "no lora_B weight moved away from 0"
     card = json.loads((out / "detoxrl.json").read_text())
     assert card["stage"] == algorithm and os.path.isdir(out / "merged")
 
