@@ -153,18 +153,51 @@ def test_component_rewards_sum_to_the_weighted_sum(tiny_dir):
     assert total == pytest.approx([0.725, -0.425])
 
 
+DDP_SCRIPT = """
+import os, sys, torch
+sys.path.insert(0, {root!r})
+from rl import ppo
+from rl.trainer import DetoxPPOTrainer
+
+seen, sample, train = [], DetoxPPOTrainer.sample_sources, DetoxPPOTrainer.train
+
+def recording_sample(self):
+    sources = sample(self)
+    seen.append(sources)
+    return sources
+
+def dumping_train(self, *a, **k):
+    out = train(self, *a, **k)
+    params = {{n: p.detach().clone() for n, p in self.unwrapped.named_parameters() if p.requires_grad}}
+    torch.save({{"params": params, "sources": seen}},
+               os.path.join(self.args.output_dir, "rank%d.pt" % self.accelerator.process_index))
+    return out
+
+DetoxPPOTrainer.sample_sources, DetoxPPOTrainer.train = recording_sample, dumping_train
+sys.exit(ppo.main(sys.argv[1:]))
+"""
+
+
 def test_two_cpu_processes_under_torchrun(tiny_dir, toy_data, tmp_path):
+    """``detox-ppo``'s main under torchrun: each rank samples its own prompts, and the gradients are averaged,
+    so every trainable parameter ends up bit-identical on both ranks (and moved from its start)."""
+    import torch
+
     sft = make_run(tiny_dir("llama"), tmp_path, "causal")
     out = tmp_path / "ddp"
+    script = tmp_path / "ddp_ppo.py"
+    script.write_text(DDP_SCRIPT.format(root=ROOT))
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
-           os.path.join(ROOT, "rl", "ppo.py"), *_args(sft, toy_data, out)]
+           str(script), *_args(sft, toy_data, out, "--learning_rate", "1e-2")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
     assert state["step"] == 1
-    import torch
-
-    rng = torch.load(out / "checkpoint-1" / "rng_state.pt", weights_only=True)
-    assert len(rng) == 2  # one RNG state per process
-    assert "2 x 8 rollouts" in (out / "README.md").read_text()  # 2 processes x 4 rollouts
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert len(r0["sources"]) == len(r1["sources"]) == 2 and r0["sources"] != r1["sources"]
+    assert r0["params"].keys() == r1["params"].keys() and r0["params"]
+    for name in r0["params"]:
+        assert torch.equal(r0["params"][name], r1["params"][name]), name
+    moved = [n for n, p in r0["params"].items() if "lora_B" in n and p.abs().max() > 0]
+    assert moved  # lora_B starts at 0: training happened
