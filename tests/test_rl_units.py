@@ -96,6 +96,14 @@ def test_lm_forward_skips_what_is_not_wanted(tiny_dir):
     logits, hidden = lm_forward(model, family, batch["input_ids"], batch["attention_mask"], RESPONSE, RMASK, None,
                                 want_hidden=False)
     assert hidden is None and logits.shape[:2] == (2, 4)
+    t5, _, fmt5, _ = _load(tiny_dir, "t5")
+    batch = fmt5.encode_prompts(SOURCES)
+    logits, hidden = lm_forward(t5, "seq2seq", batch["input_ids"], batch["attention_mask"], RESPONSE, RMASK, 0,
+                                want_logits=False)
+    assert logits is None and hidden.shape == (2, 4, 64)
+    logits, hidden = lm_forward(t5, "seq2seq", batch["input_ids"], batch["attention_mask"], RESPONSE, RMASK, 0,
+                                want_hidden=False)
+    assert hidden is None and logits.shape[:2] == (2, 4)
 
 
 def test_value_head_is_w_dot_h_plus_b_and_shift_right():
@@ -107,8 +115,9 @@ def test_value_head_is_w_dot_h_plus_b_and_shift_right():
     assert head(h).tolist() == [[2.0 - 2.0 + 2.0 + 0.25, 0.25]]
     assert shift_right(torch.tensor([[5, 6, 7], [8, 9, 1]]), 0).tolist() == [[0, 5, 6], [0, 8, 9]]
     v = torch.ones(2, requires_grad=True)
-    d = ForwardOut(v * 2, v * 3, torch.zeros(2)).detached()
-    assert not d.logprobs.requires_grad and not d.values.requires_grad
+    entropy = torch.zeros(2)
+    d = ForwardOut(v * 2, v * 3, entropy).detached()
+    assert not d.logprobs.requires_grad and not d.values.requires_grad and d.entropy is entropy
     assert ForwardOut(v, None, torch.zeros(2)).detached().values is None
 
 
@@ -130,6 +139,10 @@ def test_eos_ids_joins_generation_config_and_tokenizer(tiny_dir):
     assert eos_ids(model, tok) == sorted({7, tok.eos_token_id})
     model.generation_config.eos_token_id = None
     assert eos_ids(model, tok) == [tok.eos_token_id]
+    assert eos_ids(object(), tok) == [tok.eos_token_id]  # no generation config at all
+    class NoEos:
+        generation_config = object()
+    assert eos_ids(NoEos(), tok) == [tok.eos_token_id]
 
 
 @pytest.mark.parametrize("kind", ["llama", "t5"])
