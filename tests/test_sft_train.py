@@ -188,3 +188,42 @@ def test_compute_loss_equals_hand_computed_loss_from_full_logits(tiny_dir, kind,
             mass = logp.exp()[..., toxic_ids].sum(-1)
             expected = expected + gamma * (mass * valid).sum() / valid.sum()
     torch.testing.assert_close(got.detach(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_resume_equals_the_uninterrupted_run(tiny_dir, toy_data, tmp_path):
+    """Resuming from checkpoint-2 of a 4-step run repeats steps 3-4 exactly: same losses, same final weights."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    common = ("--max_steps", "4", "--save_steps", "2", "--eval_steps", "10", "--learning_rate", "1e-2",
+              "--merge_adapter", "false")
+    run(_args(tiny_dir("llama"), toy_data, tmp_path / "a", *common))
+    (tmp_path / "b").mkdir()
+    shutil.copytree(tmp_path / "a" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
+    os.utime(tmp_path / "b" / "checkpoint-2" / "trainer_state.json", (0, 0))
+    run(_args(tiny_dir("llama"), toy_data, tmp_path / "b", *common, "--resume_from_checkpoint", "latest"))
+    # steps 1-2 were not trained again (they would rewrite checkpoint-2)
+    assert os.stat(tmp_path / "b" / "checkpoint-2" / "trainer_state.json").st_mtime == 0
+
+    def history(out):
+        state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+        return [(h["step"], h["loss"]) for h in state["log_history"] if "loss" in h]
+
+    assert [s for s, _ in history(tmp_path / "a")] == [1, 2, 3, 4]
+    assert history(tmp_path / "b") == history(tmp_path / "a")
+    a = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_main_returns_0_and_writes_the_run_folder(tiny_dir, toy_data, tmp_path, capsys):
+    from sft.train import main
+
+    out = tmp_path / "m"
+    assert main(_args(tiny_dir("llama"), toy_data, out, "--max_steps", "1", "--eval_steps", "10")) == 0
+    assert (out / "merged" / "model.safetensors").exists() and (out / "detoxrl.json").exists()
+    assert main(_args(tiny_dir("llama"), toy_data, out, "--gamma", "-1")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "gamma must be >= 0" in err[-1]
