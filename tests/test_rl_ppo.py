@@ -59,6 +59,18 @@ def test_ppo_writes_a_loadable_run_folder(tiny_dir, toy_data, tmp_path, kind, fa
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+def test_main_returns_0_and_writes_the_run_folder(tiny_dir, toy_data, tmp_path, capsys):
+    from rl.ppo import main
+
+    sft = make_run(tiny_dir("llama"), tmp_path, "causal")
+    out = tmp_path / "m"
+    assert main(_args(sft, toy_data, out, "--max_steps", "1", "--eval_samples", "0", "--sample_every", "0")) == 0
+    assert (out / "merged" / "model.safetensors").exists() and json.loads((out / "detoxrl.json").read_text())
+    assert main(_args(sft, toy_data, tmp_path / "bad", "--rollout_batch_size", "6", "--num_mini_batches", "4")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "rollout_batch_size 6 does not divide" in err[-1]
+
+
 def test_reward_weights_take_dotted_and_nested_spellings(tmp_path, toy_data):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("reward:\n  weights:\n    toxicity: 2.5\n  form: weighted_sum\nmax_steps: 3\n")
