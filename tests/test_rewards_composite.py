@@ -106,3 +106,107 @@ def test_shipped_yaml_configs_parse():
             DetoxParser([TrainToxicityConfig, DataConfig], prog="t").parse(["--config", path])
         else:
             DetoxParser([RewardConfig], prog="t").parse(["--config", path])
+
+
+# ---- wiring with fake judges (every component, what each judge receives, exact messages) ---------------------
+
+class _Judge:
+    def __init__(self, name, values, pairs=False):
+        self.name, self.values, self.pairs, self.calls = name, torch.tensor(values), pairs, []
+
+    def __call__(self, *args):
+        assert len(args) == (2 if self.pairs else 1)
+        self.calls.append(args)
+        return self.values.clone()
+
+
+@pytest.fixture()
+def fake_judges(monkeypatch):
+    """Replace the four judge builders in rewards.composite; record what each was built with."""
+    import rewards.composite as rc
+
+    built = {}
+    judges = {"toxicity": _Judge("tox-judge", [0.2, 0.6]), "similarity": _Judge("sim-judge", [0.9, 0.5], True),
+              "fluency": _Judge("flu-judge", [0.8, 0.4]), "feedback": _Judge("fb-judge", [0.7, 0.3], True)}
+
+    def builder(name, part):
+        def build(cfg, device, *rest):
+            assert type(cfg) is part  # the judge gets its own config view
+            built[name] = (cfg, device, rest)
+            return judges[name]
+        return build
+
+    monkeypatch.setattr(rc, "build_toxicity_scorer", builder("toxicity", rc.ToxicityConfig))
+    monkeypatch.setattr(rc, "SimilarityScorer", builder("similarity", rc.SimilarityConfig))
+    monkeypatch.setattr(rc, "build_fluency_scorer", builder("fluency", rc.FluencyConfig))
+    monkeypatch.setattr(rc, "load_feedback_scorer", builder("feedback", rc.FeedbackModelConfig))
+    return built, judges
+
+
+@pytest.mark.parametrize("form", ["product", "weighted_sum"])
+def test_four_components_are_scored_and_mixed_by_hand(fake_judges, form):
+    built, judges = fake_judges
+    cfg = RewardConfig(w_toxicity=1.0, w_similarity=2.0, w_fluency=0.5, w_feedback=1.5, feedback_model="fb",
+                       form=form, copy_penalty=0.3, empty_penalty=0.0, length_penalty=0.0, reward_device="cpu")
+    vocab = object()
+    reward = CompositeReward(cfg, vocab)
+    assert set(built) == {"toxicity", "similarity", "fluency", "feedback"}
+    assert all(str(device) == "cpu" for _, device, _ in built.values())
+    assert built["toxicity"][2] == (vocab,) and built["feedback"][0].feedback_model == "fb"
+    sources, outputs = ["you idiot", "so dumb"], ["you are kind", "so dumb"]
+    out = reward(sources, outputs)
+    assert judges["toxicity"].calls == [(outputs,)] and judges["fluency"].calls == [(outputs,)]
+    assert judges["similarity"].calls == [(sources, outputs)] and judges["feedback"].calls == [(sources, outputs)]
+    s = {"t": torch.tensor([0.8, 0.4]), "s": torch.tensor([0.9, 0.5]), "f": torch.tensor([0.8, 0.4]),
+         "b": torch.tensor([0.7, 0.3])}
+    if form == "product":
+        mixed = s["t"] * s["s"] ** 2 * s["f"] ** 0.5 * s["b"] ** 1.5
+    else:
+        mixed = (s["t"] + 2 * s["s"] + 0.5 * s["f"] + 1.5 * s["b"]) / 5
+    torch.testing.assert_close(out.mixed, mixed)
+    assert out.copy.tolist() == [False, True] and out.penalty.tolist() == pytest.approx([0.0, 0.3])
+    torch.testing.assert_close(out.total, mixed - torch.tensor([0.0, 0.3]))
+    assert out.toxicity.tolist() == pytest.approx([0.2, 0.6]) and out.feedback.tolist() == pytest.approx([0.7, 0.3])
+    assert out.fluency.tolist() == pytest.approx([0.8, 0.4]) and out.similarity.tolist() == pytest.approx([0.9, 0.5])
+    assert reward.describe() == (f"{form} of toxicity x1 (tox-judge), similarity x2 (sim-judge), fluency x0.5 "
+                                 "(flu-judge), feedback x1.5 (fb-judge); penalties copy 0.3, empty 0, length>2x 0")
+    with pytest.raises(ValueError, match=r"^2 sources but 1 outputs$"):
+        reward(sources, outputs[:1])
+
+
+def test_zero_weight_judges_are_neither_built_nor_called(fake_judges):
+    built, judges = fake_judges
+    reward = CompositeReward(RewardConfig(w_toxicity=0.0, w_similarity=1.0, w_fluency=0.0, reward_device="cpu"))
+    assert set(built) == {"similarity"} and reward.toxicity is reward.fluency is reward.feedback is None
+    out = reward(["a b", "e f"], ["c d", "g h"])
+    assert out.toxicity is out.fluency is out.feedback is None and out.total.tolist() == pytest.approx([0.9, 0.5])
+    assert reward.weights == {"similarity": 1.0}
+    assert RewardConfig().weights() == {"toxicity": 1.0, "similarity": 1.0, "fluency": 1.0, "feedback": 0.0}
+
+
+def test_a_judge_without_a_name_is_described_by_its_component(fake_judges):
+    _, judges = fake_judges
+    del judges["toxicity"].name
+    reward = CompositeReward(RewardConfig(w_similarity=0.0, w_fluency=0.0, reward_device="cpu"))
+    assert reward.describe().startswith("product of toxicity x1 (toxicity); penalties")
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(w_feedback=0.5), r"^w_feedback > 0 needs feedback_model: the folder `detox-feedback train` writes "
+                           r"\(<output_dir>/feedback_reward\)$"),
+    (dict(w_toxicity=0, w_similarity=0, w_fluency=0),
+     r"^w_toxicity, w_similarity and w_fluency are all 0 \(and so is w_feedback\); give at least one a weight > 0$"),
+    (dict(form="sum"), r"^form: 'sum' is not one of weighted_sum, product$"),
+    (dict(max_length_ratio=0.0), r"^max_length_ratio must be > 0 \(got 0.0\)$"),
+    (dict(reward_device="tpu"), r"reward_device"),
+    (dict(length_penalty=-1.0), r"^length_penalty must be >= 0 \(got -1.0\)$"),
+])
+def test_config_errors_are_exact(kw, message):
+    with pytest.raises(ValueError, match=message):
+        RewardConfig(**kw)
+
+
+def test_config_edges_that_are_allowed():
+    assert RewardConfig(max_length_ratio=0.5).max_length_ratio == 0.5
+    assert RewardConfig(w_feedback=0.5, feedback_model="x").w_feedback == 0.5
+    assert RewardConfig(w_feedback=0.0, feedback_model="x").w_feedback == 0.0

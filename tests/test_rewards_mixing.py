@@ -93,3 +93,21 @@ def test_accuracy_and_length_ratio():
     assert accuracy([1, 0, 1, 0], [0.7, 0.2, 0.4, 0.5]) == 0.5  # 0.5 >= threshold counts as toxic
     assert length_ratio(["abcd", "ab  "], ["ab", "abcd"]) == 1.0  # (2 + 4) / (4 + 2)
     assert length_ratio(["abcd"], ["a"]) == 0.25
+
+
+# ---- edges and exact messages (kill the mutants listed in docs/mutation.md) -----------------------------------
+
+def test_product_clamps_scores_into_0_1():
+    out = mix_product({"a": t(-0.5, 1.5, 0.25)}, {"a": 2.0})
+    assert out.tolist() == pytest.approx([0.0, 1.0, 0.0625])
+
+
+def test_penalty_flag_without_coefficient_costs_nothing_and_messages():
+    flags = {"copy": torch.tensor([True, False]), "unknown": torch.tensor([True, True])}
+    assert penalty(flags, {"copy": 0.5}).tolist() == pytest.approx([0.5, 0.0])
+    with pytest.raises(ValueError, match=r"^no penalty flags given$"):
+        penalty({}, {"copy": 0.5})
+    with pytest.raises(ValueError, match=r"^all reward weights are 0; give at least one component a weight > 0$"):
+        active_weights({"a": 0.0})
+    with pytest.raises(ValueError, match=r"^form must be one of weighted_sum, product \(got 'sum'\)$"):
+        mix("sum", SCORES, {"toxicity": 1.0})

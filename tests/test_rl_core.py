@@ -333,3 +333,57 @@ def test_normalise_scores_modes():
     close(normalise_scores(T([5.0]), "running", m), [1.0], tol=1e-6)
     with pytest.raises(ValueError, match="reward_norm"):
         normalise_scores(s, "bogus")
+
+
+# ---- edges and exact messages (kill the mutants listed in docs/mutation.md) -----------------------------------
+
+def test_masked_statistics_edges():
+    close(masked_mean(T([3.0, 5.0]), T([1, 0])), 3.0)  # one valid position: divided by 1, not clamped higher
+    close(masked_var(T([3.0, 5.0]), T([1, 0]), unbiased=False), 0.0)  # one valid position is a variance of 0
+    close(masked_var(T([1.0, 3.0]), T([1, 1])), 2.0)  # two positions are enough for the unbiased variance
+    with pytest.raises(ValueError, match=r"^masked_var: the mask has no valid position$"):
+        masked_var(T([1.0]), T([0]))
+    with pytest.raises(ValueError, match=r"^masked_var: unbiased variance needs at least 2 valid positions "
+                                         r"\(mask sum is 1\)$"):
+        masked_var(T([1.0, 2.0]), T([1, 0]))
+    flat = masked_whiten(T([2.0, 2.0, 7.0]), T([1, 1, 0]))  # zero variance: 0 / sqrt(0 + eps), never NaN
+    assert torch.equal(flat, torch.zeros(3))
+
+
+def test_kl_default_estimator_and_messages():
+    a, b = T([0.5, -1.0]), T([0.25, 0.0])
+    assert torch.equal(kl_penalty(a, b), a - b)
+    with pytest.raises(ValueError, match=r"^unknown KL estimator 'k2'; expected 'k1' or 'k3'$"):
+        kl_penalty(a, b, "k2")
+    with pytest.raises(ValueError, match=r"^a response row has no valid token \(empty mask row\)$"):
+        last_valid_index(T([[1, 0], [0, 0]]))
+
+
+def test_kl_controllers_refuse_bad_settings_and_load_states_without_kind():
+    for target, horizon in ((0.0, 1.0), (1.0, 0.0), (-1.0, 5.0)):
+        with pytest.raises(ValueError, match=rf"^AdaptiveKLController needs target > 0 and horizon > 0 "
+                                             rf"\(got {target}, {horizon}\)$"):
+            AdaptiveKLController(0.1, target, horizon)
+    a = AdaptiveKLController(0.1, 6.0, 100.0)
+    a.load_state_dict({"value": 0.3, "target": 2.0, "horizon": 10.0})
+    assert a.state_dict() == {"kind": "adaptive", "value": 0.3, "target": 2.0, "horizon": 10.0}
+    f = FixedKLController(0.1)
+    f.load_state_dict({"value": 0.7})
+    assert f.state_dict() == {"kind": "fixed", "value": 0.7}
+    with pytest.raises(ValueError, match=r"^cannot load a 'fixed' KL controller state into an adaptive one$"):
+        a.load_state_dict(f.state_dict())
+    with pytest.raises(ValueError, match=r"^cannot load a 'adaptive' KL controller state into a fixed one$"):
+        f.load_state_dict(a.state_dict())
+
+
+def test_score_normalisation_edges():
+    from rl.core import RunningMoments, normalise_scores
+
+    assert RunningMoments().state_dict() == {"count": 0, "mean": 0.0, "m2": 0.0}
+    close(normalise_scores(T([0.4]), "whiten"), [0.4])  # one score: unchanged
+    close(normalise_scores(T([1.0, 3.0]), "whiten"), [-1 / math.sqrt(2), 1 / math.sqrt(2)], tol=1e-6)
+    close(normalise_scores(T([1.0, 3.0, 5.0]), "whiten"), [-1.0, 0.0, 1.0], tol=1e-6)  # divided by std 2
+    with pytest.raises(ValueError, match=r"^normalise_scores: mode 'running' needs a RunningMoments$"):
+        normalise_scores(T([1.0]), "running")
+    with pytest.raises(ValueError, match=r"^unknown reward_norm 'bogus'; expected none, whiten or running$"):
+        normalise_scores(T([1.0]), "bogus")

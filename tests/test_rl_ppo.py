@@ -44,6 +44,31 @@ def test_ppo_writes_a_loadable_run_folder(tiny_dir, toy_data, tmp_path, kind, fa
 
     det = Detoxifier.from_pretrained(str(out))
     assert isinstance(det("you are a stupid idiot"), str)
+    if family == "causal":  # merged/ computes what base + the trained adapter compute
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        ids = torch.tensor([[5, 17, 42, 9]])
+        with torch.no_grad():
+            want = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(os.path.join(sft, "merged")),
+                                             str(out / "adapter"))(input_ids=ids).logits
+            got = AutoModelForCausalLM.from_pretrained(out / "merged")(input_ids=ids).logits
+            base = AutoModelForCausalLM.from_pretrained(os.path.join(sft, "merged"))(input_ids=ids).logits
+        assert (want - base).abs().max() > 1e-5  # PPO moved the adapter
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_main_returns_0_and_writes_the_run_folder(tiny_dir, toy_data, tmp_path, capsys):
+    from rl.ppo import main
+
+    sft = make_run(tiny_dir("llama"), tmp_path, "causal")
+    out = tmp_path / "m"
+    assert main(_args(sft, toy_data, out, "--max_steps", "1", "--eval_samples", "0", "--sample_every", "0")) == 0
+    assert (out / "merged" / "model.safetensors").exists() and json.loads((out / "detoxrl.json").read_text())
+    assert main(_args(sft, toy_data, tmp_path / "bad", "--rollout_batch_size", "6", "--num_mini_batches", "4")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "rollout_batch_size 6 does not divide" in err[-1]
 
 
 def test_reward_weights_take_dotted_and_nested_spellings(tmp_path, toy_data):
@@ -71,12 +96,37 @@ def test_bad_input_gets_one_clear_line(tiny_dir, toy_data, tmp_path):
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_trl_algorithms_train_with_our_reward(tiny_dir, toy_data, tmp_path, algorithm):
+def test_trl_algorithms_train_with_our_reward(tiny_dir, toy_data, tmp_path, algorithm, monkeypatch):
+    """The composite reward is called on every generated batch, and a reward that varies between the two
+    generations of a prompt moves the adapter (lora_B starts at 0)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from rewards.composite import CompositeReward, RewardBreakdown
+
+    calls = []
+
+    def varying(self, sources, outputs):  # 'o' share plus a length term: never equal for two generations
+        calls.append((list(sources), list(outputs)))
+        score = torch.tensor([o.count("o") / max(len(o), 1) + len(o) / 100 for o in outputs]).clamp(0, 1)
+        flags = torch.zeros(len(outputs), dtype=torch.bool)
+        return RewardBreakdown(score, score, torch.zeros(len(outputs)), 1 - score, None, None, flags, flags, flags)
+
+    monkeypatch.setattr(CompositeReward, "__call__", varying)
     sft = make_run(tiny_dir("llama"), tmp_path, "causal")
     out = tmp_path / algorithm
     summary = run(_args(sft, toy_data, out, "--algorithm", algorithm, "--num_generations", "2",
-                        "--form", "weighted_sum", "--w_similarity", "0"))
+                        "--form", "weighted_sum", "--w_similarity", "0", "--learning_rate", "1e-2",
+                        "--eval_samples", "0", "--ppo_epochs", "1"))
     assert summary["steps"] == 2
+    train_calls = [c for c in calls if len(c[1]) == 4]
+    assert len(train_calls) == len(calls) == 2  # one reward call per step (num_iterations = ppo_epochs = 1), on
+    # 4 = 2 prompts x 2 generations
+    for sources, _ in train_calls:
+        assert sources[0] == sources[1] and sources[2] == sources[3]  # grouped generations of one prompt
+    adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    moved = [k for k, v in adapter.items() if "lora_B" in k and v.abs().max() > 0]
+    assert moved, "no lora_B weight moved away from 0"
     card = json.loads((out / "detoxrl.json").read_text())
     assert card["stage"] == algorithm and os.path.isdir(out / "merged")
 
@@ -115,18 +165,51 @@ def test_component_rewards_sum_to_the_weighted_sum(tiny_dir):
     assert total == pytest.approx([0.725, -0.425])
 
 
+DDP_SCRIPT = """
+import os, sys, torch
+sys.path.insert(0, {root!r})
+from rl import ppo
+from rl.trainer import DetoxPPOTrainer
+
+seen, sample, train = [], DetoxPPOTrainer.sample_sources, DetoxPPOTrainer.train
+
+def recording_sample(self):
+    sources = sample(self)
+    seen.append(sources)
+    return sources
+
+def dumping_train(self, *a, **k):
+    out = train(self, *a, **k)
+    params = {{n: p.detach().clone() for n, p in self.unwrapped.named_parameters() if p.requires_grad}}
+    torch.save({{"params": params, "sources": seen}},
+               os.path.join(self.args.output_dir, "rank%d.pt" % self.accelerator.process_index))
+    return out
+
+DetoxPPOTrainer.sample_sources, DetoxPPOTrainer.train = recording_sample, dumping_train
+sys.exit(ppo.main(sys.argv[1:]))
+"""
+
+
 def test_two_cpu_processes_under_torchrun(tiny_dir, toy_data, tmp_path):
+    """``detox-ppo``'s main under torchrun: each rank samples its own prompts, and the gradients are averaged,
+    so every trainable parameter ends up bit-identical on both ranks (and moved from its start)."""
+    import torch
+
     sft = make_run(tiny_dir("llama"), tmp_path, "causal")
     out = tmp_path / "ddp"
+    script = tmp_path / "ddp_ppo.py"
+    script.write_text(DDP_SCRIPT.format(root=ROOT))
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
-           os.path.join(ROOT, "rl", "ppo.py"), *_args(sft, toy_data, out)]
+           str(script), *_args(sft, toy_data, out, "--learning_rate", "1e-2")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
     assert state["step"] == 1
-    import torch
-
-    rng = torch.load(out / "checkpoint-1" / "rng_state.pt", weights_only=True)
-    assert len(rng) == 2  # one RNG state per process
-    assert "2 x 8 rollouts" in (out / "README.md").read_text()  # 2 processes x 4 rollouts
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert len(r0["sources"]) == len(r1["sources"]) == 2 and r0["sources"] != r1["sources"]
+    assert r0["params"].keys() == r1["params"].keys() and r0["params"]
+    for name in r0["params"]:
+        assert torch.equal(r0["params"][name], r1["params"][name]), name
+    moved = [n for n, p in r0["params"].items() if "lora_B" in n and p.abs().max() > 0]
+    assert moved  # lora_B starts at 0: training happened

@@ -10,41 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from detoxrl.errors import UserError
-from rl.rollout import response_mask_from_eos
 from rl.value_head import lm_forward
 from tests.rl_helpers import CharShareReward, make_run, make_trainer
 
 
-# ---- rollouts ------------------------------------------------------------------------------------------------
-
-def test_response_mask_keeps_tokens_through_the_first_eos():
-    response = torch.tensor([[5, 7, 2, 0, 0], [5, 7, 8, 9, 4], [2, 2, 0, 0, 0], [5, 3, 6, 3, 9]])
-    mask, truncated = response_mask_from_eos(response, eos=[2, 3])
-    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]]
-    assert truncated.tolist() == [False, True, False, False]
-
-
-# ---- forward alignment ---------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("kind", ["llama", "gpt2", "t5"])  # gpt2: absolute positions
-def test_padded_batch_logprobs_equal_single_row_logprobs(tiny_dir, tmp_path, kind):
-    """Left-padded prompts + right-padded responses give each row the log-probs it has on its own."""
-    tr = make_trainer(tiny_dir(kind), tmp_path)
-    fmt = tr.policy.formatter
-    batch = fmt.encode_prompts(["you are a stupid idiot and nobody likes you", "shut up"])
-    response = torch.tensor([[7, 8, 9, 10], [11, 12, 0, 0]])
-    rmask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0]])
-    out = tr.unwrapped(batch["input_ids"], batch["attention_mask"], response, rmask)
-    for row in range(2):
-        keep = batch["attention_mask"][row].bool()
-        q = batch["input_ids"][row][keep][None]
-        n = int(rmask[row].sum())
-        r = response[row, :n][None]
-        logits, _ = lm_forward(tr.unwrapped.policy, tr.policy.family, q, torch.ones_like(q), r, torch.ones_like(r,
-                               dtype=torch.float), tr.unwrapped.decoder_start_id)
-        alone = torch.log_softmax(logits.float(), -1).gather(-1, r[..., None]).squeeze(-1)
-        torch.testing.assert_close(out.logprobs[row, :n], alone[0], atol=1e-4, rtol=0)
-    assert out.values.shape == response.shape
+# Rollout masks and the padded-batch forward alignment are checked against plain forwards in test_rl_units.py.
 
 
 # ---- reference ------------------------------------------------------------------------------------------------
@@ -113,48 +83,146 @@ def test_toy_reward_rises_within_30_steps(tiny_dir, tmp_path, kind, lr):
     assert last > 0.15 and last > 3 * first, rewards
 
 
-def test_fused_first_pass_has_ratio_one(tiny_dir, tmp_path):
-    tr = make_trainer(tiny_dir("llama"), tmp_path, max_steps=2, ppo_epochs=1)
+def _spy_step(tr):
+    """Wrap ``tr.advantages`` to record, at the moment the trainer computes advantages (before any optimiser
+    step of that PPO step), what it used next to independent no-grad forwards of the same rollout."""
+    seen = []
+    original = tr.advantages
+
+    def spy(old, ref_logprobs, score, mask, step):
+        ro = tr._last_samples[0]
+        temperature = tr.args.temperature
+        with torch.no_grad():
+            fresh = tr.unwrapped(*ro.tensors(), temperature=temperature)
+            with tr.policy.reference() as ref:
+                fresh_ref = tr.unwrapped.logprobs(ref, *ro.tensors(), temperature=temperature)
+            logits, _ = lm_forward(tr.unwrapped.policy, tr.policy.family, *ro.tensors(), tr.unwrapped.decoder_start_id,
+                                   want_hidden=False)
+            plain_lp = torch.log_softmax(logits.float() / temperature, -1).gather(-1, ro.response[..., None])[..., 0]
+        seen.append(dict(ro=ro, old=old, ref=ref_logprobs, score=score.clone(), mask=mask, fresh=fresh,
+                         fresh_ref=fresh_ref, plain_lp=plain_lp, kl_coef=tr.kl_ctl.value))
+        return original(old, ref_logprobs, score, mask, step)
+
+    tr.advantages = spy
+    return seen
+
+
+class RecordingReward(CharShareReward):
+    def __call__(self, sources, outputs):
+        out = super().__call__(sources, outputs)
+        self.last = out.total.clone()
+        return out
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k3"])
+def test_one_step_uses_sampling_temperature_kl_truncation_and_running_norm(tiny_dir, tmp_path, estimator):
+    """Inside the loop: old log-probs/values of the fused first pass equal a separate no-grad forward, the
+    reference log-probs use the sampling temperature, the score is (reward - penalty * truncated) normalised by
+    running moments, ``ppo/kl`` is the mean sequence KL of the chosen estimator, and the adaptive coefficient
+    moves by Ziegler's rule. Every expectation is recomputed here, outside the trainer."""
+    run = make_run(tiny_dir("llama"), tmp_path, "causal")
+    reward = RecordingReward()
+    tr = make_trainer(run, tmp_path / "out", reward=reward, finetuning="lora", max_steps=2, temperature=0.6,
+                      kl_coef=0.3, kl_estimator=estimator, adaptive_kl=True, target_kl=0.001, kl_horizon=50,
+                      truncation_penalty=0.25, reward_norm="running", learning_rate=5e-2)
     assert tr.fused
+    tr.eos = sorted(set(tr.eos) | set(range(100, 140)))  # 40 EOS ids: some rows end, some are truncated
+    seen = _spy_step(tr)
+    coefs = [tr.kl_ctl.value]
+    raws = []
+    for _ in range(2):
+        stats = tr.step()
+        tr.state.log_history.append(stats)
+        coefs.append(tr.kl_ctl.value)
+        raws.append(reward.last - 0.25 * seen[-1]["ro"].truncated.float())
+    for i, s in enumerate(seen):
+        ro, m = s["ro"], s["mask"]
+        torch.testing.assert_close(s["old"].logprobs, s["fresh"].logprobs, atol=1e-5, rtol=0)
+        torch.testing.assert_close(s["old"].values, s["fresh"].values, atol=1e-5, rtol=0)
+        torch.testing.assert_close(s["old"].logprobs * m, s["plain_lp"] * m, atol=1e-4, rtol=0)  # temperature 0.6
+        torch.testing.assert_close(s["ref"], s["fresh_ref"], atol=1e-5, rtol=0)
+        truncated = torch.tensor([not any(int(t) in tr.eos for t in row) for row in ro.response])
+        assert torch.equal(ro.truncated.cpu(), truncated) and 0 < int(truncated.sum()) < len(truncated)
+        pooled = torch.cat(raws[:i + 1]).double()  # running moments: every score seen so far
+        expected = (raws[i].double() - pooled.mean()) / (pooled.std() + 1e-8)
+        torch.testing.assert_close(s["score"].double(), expected, atol=1e-6, rtol=1e-6)
+        d = s["old"].logprobs - s["ref"]
+        per_token = d if estimator == "k1" else torch.expm1(-d) + d
+        seq_kl = float((per_token * m).sum(1).mean())
+        assert tr.state.log_history[i]["ppo/kl"] == pytest.approx(seq_kl, rel=1e-5, abs=1e-7)
+        err = min(max(seq_kl / 0.001 - 1, -0.2), 0.2)
+        assert coefs[i + 1] == pytest.approx(coefs[i] * (1 + err * 8 / 50), rel=1e-9)
+        assert tr.state.log_history[i]["ppo/kl_coef"] == pytest.approx(coefs[i + 1])
+    assert seen[1]["kl_coef"] == coefs[1] != coefs[0]  # step 2's rewards use the coefficient updated by step 1
+    assert max(abs(x["ppo/kl"]) for x in tr.state.log_history) > 0  # the policy moved away from the reference
+
+
+def test_minibatches_accumulation_and_early_stop_count_optimiser_steps(tiny_dir, tmp_path):
+    """8 rollouts, 2 minibatches of 4, micro-batches of 2 (accumulation 2), 4 epochs: 8 optimiser steps per
+    PPO step. With early_stop_kl=1e-9 the first minibatch (ratio 1 everywhere, KL 0) still updates and the
+    second (KL > 0 after that update) stops the epochs: 2 optimiser steps per PPO step."""
+
+    def count(early_stop_kl):
+        tr = make_trainer(tiny_dir("llama"), tmp_path / str(early_stop_kl), max_steps=2, rollout_batch_size=8,
+                          num_mini_batches=2, gradient_accumulation_steps=2, ppo_epochs=4, learning_rate=5e-2,
+                          early_stop_kl=early_stop_kl)
+        assert not tr.fused and tr.args.micro_batch_size == 2
+        inner = tr.optimizer.optimizer
+        calls = {"n": 0}
+        step = inner.step
+
+        def counting(*a, **k):
+            calls["n"] += 1
+            return step(*a, **k)
+
+        inner.step = counting
+        tr.train()
+        return calls["n"], [e["ppo/early_stopped"] for e in tr.state.log_history]
+
+    assert count(None) == (16, [0.0, 0.0])
+    assert count(1e-9) == (4, [1.0, 1.0])
+
+
+@pytest.mark.parametrize("critic", ["shared", "separate"])
+def test_value_loss_falls_and_the_value_head_learns(tiny_dir, tmp_path, critic):
+    tr = make_trainer(tiny_dir("llama"), tmp_path, max_steps=10, critic=critic, learning_rate=3e-3, vf_coef=1.0)
+    assert (tr.unwrapped.critic is not None) == (critic == "separate")
+    head = {n: p.detach().clone() for n, p in tr.unwrapped.value_head.named_parameters()}
+    backbone = tr.unwrapped.critic if critic == "separate" else tr.unwrapped.policy
+    before = {n: p.detach().clone() for n, p in backbone.named_parameters()}
     tr.train()
-    for entry in tr.state.log_history:
-        assert entry["ppo/approx_kl"] == 0.0 and entry["ppo/clipfrac"] == 0.0
-
-
-def test_minibatches_and_accumulation_run_and_early_stop(tiny_dir, tmp_path):
-    tr = make_trainer(tiny_dir("llama"), tmp_path, max_steps=2, rollout_batch_size=8, num_mini_batches=2,
-                      gradient_accumulation_steps=2, ppo_epochs=4, learning_rate=5e-2, early_stop_kl=1e-9)
-    assert not tr.fused and tr.args.micro_batch_size == 2
-    tr.train()
-    assert [e["ppo/early_stopped"] for e in tr.state.log_history] == [1.0, 1.0]
-
-
-def test_separate_critic_feeds_the_value_head(tiny_dir, tmp_path):
-    tr = make_trainer(tiny_dir("llama"), tmp_path, max_steps=1, critic="separate")
-    assert tr.unwrapped.critic is not None
-    before = {n: p.detach().clone() for n, p in tr.unwrapped.critic.named_parameters()}
-    tr.train()
-    moved = [n for n, p in tr.unwrapped.critic.named_parameters() if not torch.equal(p, before[n])]
-    assert moved  # the value loss trains the critic backbone
+    assert all(not torch.equal(p, head[n]) for n, p in tr.unwrapped.value_head.named_parameters())
+    assert any(not torch.equal(p, before[n]) for n, p in backbone.named_parameters())
+    losses = [e["ppo/value_loss"] for e in tr.state.log_history]
+    assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3, losses
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------------------
 
 def test_resume_continues_the_same_trajectory(tiny_dir, tmp_path):
-    straight = make_trainer(tiny_dir("llama"), tmp_path / "a", max_steps=4, save_steps=2, save_total_limit=5)
+    """Running reward normalisation, an adaptive KL coefficient (> 0) and the optimiser all come back: steps 3-4
+    of the resumed run repeat the uninterrupted run bit for bit."""
+    kw = dict(max_steps=4, save_steps=2, reward_norm="running", kl_coef=0.2, adaptive_kl=True, target_kl=0.01,
+              kl_horizon=20, learning_rate=1e-2)
+    straight = make_trainer(tiny_dir("llama"), tmp_path / "a", save_total_limit=5, **kw)
     straight.train()
     ckpt = tmp_path / "a" / "checkpoint-2"
     assert {"adapter", "trainable.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pt",
             "trainer_state.json"} <= set(os.listdir(ckpt))
+    coefs = [e["ppo/kl_coef"] for e in straight.state.log_history]
+    assert len(set(coefs)) == 4 and coefs[0] != 0.2  # the coefficient really adapts at every step
 
-    resumed = make_trainer(tiny_dir("llama"), tmp_path / "b", max_steps=4, save_steps=2, seed=123)
+    resumed = make_trainer(tiny_dir("llama"), tmp_path / "b", seed=123, **kw)
     resumed.train(resume_from=str(ckpt))
     assert resumed.state.step == 4
-    a = [(e["step"], e["reward/total"], e["ppo/policy_loss"]) for e in straight.state.log_history]
-    b = [(e["step"], e["reward/total"], e["ppo/policy_loss"]) for e in resumed.state.log_history]
+    keys = ("step", "reward/total", "reward/score", "ppo/policy_loss", "ppo/value_loss", "ppo/kl", "ppo/kl_coef")
+    a = [tuple(e[k] for k in keys) for e in straight.state.log_history]
+    b = [tuple(e[k] for k in keys) for e in resumed.state.log_history]
     assert b == a  # the history up to the checkpoint came back, and steps 3-4 repeat exactly
+    assert resumed.kl_ctl.state_dict() == straight.kl_ctl.state_dict()
+    assert resumed.moments.state_dict() == straight.moments.state_dict() and straight.moments.count == 32
     for (n, p), (_, q) in zip(straight.unwrapped.named_parameters(), resumed.unwrapped.named_parameters()):
-        torch.testing.assert_close(p, q, msg=n)
+        assert torch.equal(p, q), n
     assert resumed.optimizer.state_dict()["state"][0]["step"] == straight.optimizer.state_dict()["state"][0]["step"]
 
 

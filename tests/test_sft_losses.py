@@ -106,3 +106,46 @@ def test_pair_without_toxic_span_keep_or_skip():
 def test_unknown_strategy():
     with pytest.raises(ValueError, match="mask_strategy must be one of"):
         toxic_mask_weights("everything", SRC, SRC_TOX, TGT, [False] * 7, [6])
+
+
+# ---- edges and exact results (kill the mutants listed in docs/mutation.md) ------------------------------------
+
+def test_penalty_without_toxic_ids_is_a_zero_that_keeps_the_graph():
+    logits = torch.randn(1, 2, 5, requires_grad=True)
+    p = toxic_penalty(logits, torch.tensor([[1, 2]]), torch.empty(0, dtype=torch.long))
+    assert p.item() == 0.0 and p.requires_grad
+
+
+def test_span_alignment_markers_copies_and_deletions():
+    # sentencepiece / wordpiece markers are stripped before aligning
+    assert toxic_span_positions(["\u2581you", "\u2581are", "\u2581idiot"], [False, False, True],
+                                ["you", "are", "kind"]) == [2]
+    assert toxic_span_positions(["you", "##r", "idiot"], [False, False, True], ["you", "r", "kind"]) == [2]
+    # a toxic word copied unchanged is not a rewrite
+    assert toxic_span_positions(["you", "idiot"], [False, True], ["you", "idiot"]) == []
+    # a toxic span deleted at the very end has no following token to keep
+    assert toxic_span_positions(["you", "are", "idiot"], [False, False, True], ["you", "are"]) == []
+    # long sequences: no autojunk heuristic (a frequent token would otherwise stop matching)
+    long_src, long_tgt = ["a"] * 210 + ["idiot"], ["a"] * 210 + ["nice"]
+    assert toxic_span_positions(long_src, [False] * 210 + [True], long_tgt) == [210]
+
+
+def test_mask_weights_defaults_flags_and_edges():
+    src, tox = ["you", "idiot", "now", "go", "away", "please"], [False, True, False, False, False, False]
+    tgt = ["you", "friend", "now", "go", "away", "please"]
+    # default window is 2; a span at position 1 reaches back to position 0
+    r = toxic_mask_weights("toxic_context", src, tox, tgt, [False] * 6, eos_positions=[])
+    assert r.weights == [1, 1, 1, 1, 0, 0] and r.found_span is True and r.skipped is False
+    # EOS at position 0 is kept; EOS positions outside the target are ignored
+    r = toxic_mask_weights("toxic_only", src, tox, tgt, [False] * 6, eos_positions=[0, 6])
+    assert r.weights == [1, 1, 0, 0, 0, 0]
+    r = toxic_mask_weights("inverse_toxic", src, tox, tgt, [False, True, False, False, False, False], [])
+    assert r.weights == [1, 0, 1, 1, 1, 1] and r.found_span is True and r.skipped is False
+    # no toxic span: the default keeps the full loss
+    r = toxic_mask_weights("toxic_only", ["a", "b"], [False, False], ["c", "d"], [False, False], [])
+    assert r.weights == [1, 1] and r.found_span is False and r.skipped is False
+    r = toxic_mask_weights("toxic_only", ["a", "b"], [False, False], ["c", "d"], [False, False], [], no_span="skip")
+    assert r.weights == [0, 0] and r.found_span is False and r.skipped is True
+    with pytest.raises(ValueError, match=r"^mask_strategy must be one of toxic_only, toxic_context, inverse_toxic "
+                                         r"\(got 'all'\)$"):
+        toxic_mask_weights("all", src, tox, tgt, [False] * 6, [])

@@ -135,3 +135,95 @@ def test_two_cpu_processes_under_torchrun(tiny_dir, toy_data, tmp_path):
     # 20 train pairs: two ranks get 10 each = 3 batches of 4 per epoch, so 2 steps are 2/3 of an
     # epoch (a single process would have 5 batches per epoch: 0.4)
     assert state["epoch"] == pytest.approx(2 / 3)
+
+
+# ---- compute_loss against a hand-computed loss ---------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["llama", "t5"])
+@pytest.mark.parametrize("loss", ["ce", "toxic_penalty", "toxic_mask"])
+def test_compute_loss_equals_hand_computed_loss_from_full_logits(tiny_dir, kind, loss):
+    """``compute_loss`` = weighted CE (+ gamma * mean toxic mass), computed here from a plain full-logits forward
+    (causal: logits[:, :-1] predict labels[:, 1:]) with plain log_softmax, not with sft/losses.py."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from sft.trainer import DetoxLossMixin
+
+    family = "seq2seq" if kind == "t5" else "causal"
+    model = (AutoModelForSeq2SeqLM if kind == "t5" else AutoModelForCausalLM).from_pretrained(tiny_dir(kind))
+    tok = load_tokenizer(tiny_dir(kind))
+    builder = FeatureBuilder(PromptFormatter(PromptConfig(), tok, family), ToxicLexicon(["idiot", "stupid"]),
+                             loss="toxic_mask", mask_strategy="toxic_only")
+    pairs = [Pair("you are an idiot", "you are wrong"), Pair("what a stupid day", "what a day it is today")]
+    collator = PairCollator(pad_token_id=tok.pad_token_id, family=family,
+                            decoder_start_token_id=getattr(model.config, "decoder_start_token_id", None) if family == "seq2seq" else None)
+    batch = collator(builder.encode_all(pairs))
+    weights = batch["loss_weights"].clone()
+    assert 0 < float(weights[batch["labels"] != IGNORE].mean()) < 1  # the mask really drops positions
+    toxic_ids = torch.tensor([tok.convert_tokens_to_ids(t) for t in ("Ġidiot", "Ġstupid", "Ġyou", "Ġa")])
+    gamma = 0.7
+    fake = SimpleNamespace(args=SimpleNamespace(loss=loss, gamma=gamma, logging_steps=1), family=family,
+                           toxic_ids=toxic_ids, state=SimpleNamespace(global_step=0), _metrics=defaultdict(list))
+    model.eval()  # no dropout: both forwards see the same network
+    got = DetoxLossMixin.compute_loss(fake, model, dict(batch))
+
+    with torch.no_grad():
+        labels = batch["labels"]
+        if family == "causal":
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           position_ids=batch["position_ids"]).logits[:, :-1]
+            labels, weights = labels[:, 1:], weights[:, 1:]
+        else:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           decoder_input_ids=batch["decoder_input_ids"]).logits
+        logp = torch.log_softmax(logits.float(), -1)
+        valid = labels != IGNORE
+        nll = -logp.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
+        w = valid.float() * (weights.float() if loss == "toxic_mask" else 1.0)
+        expected = (nll * w).sum() / w.sum()
+        if loss == "toxic_penalty":
+            mass = logp.exp()[..., toxic_ids].sum(-1)
+            expected = expected + gamma * (mass * valid).sum() / valid.sum()
+    torch.testing.assert_close(got.detach(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_resume_equals_the_uninterrupted_run(tiny_dir, toy_data, tmp_path):
+    """Resuming from checkpoint-2 of a 4-step run repeats steps 3-4 exactly: same losses, same final weights."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    common = ("--max_steps", "4", "--save_steps", "2", "--eval_steps", "10", "--learning_rate", "1e-2",
+              "--merge_adapter", "false")
+    run(_args(tiny_dir("llama"), toy_data, tmp_path / "a", *common))
+    (tmp_path / "b").mkdir()
+    shutil.copytree(tmp_path / "a" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
+    os.utime(tmp_path / "b" / "checkpoint-2" / "trainer_state.json", (0, 0))
+    run(_args(tiny_dir("llama"), toy_data, tmp_path / "b", *common, "--resume_from_checkpoint", "latest"))
+    # steps 1-2 were not trained again (they would rewrite checkpoint-2)
+    assert os.stat(tmp_path / "b" / "checkpoint-2" / "trainer_state.json").st_mtime == 0
+
+    def history(out):
+        state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+        return [(h["step"], h["loss"]) for h in state["log_history"] if "loss" in h]
+
+    assert [s for s, _ in history(tmp_path / "a")] == [1, 2, 3, 4]
+    assert history(tmp_path / "b") == history(tmp_path / "a")
+    a = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_main_returns_0_and_writes_the_run_folder(tiny_dir, toy_data, tmp_path, capsys):
+    from sft.train import main
+
+    out = tmp_path / "m"
+    assert main(_args(tiny_dir("llama"), toy_data, out, "--max_steps", "1", "--eval_steps", "10")) == 0
+    assert (out / "merged" / "model.safetensors").exists() and (out / "detoxrl.json").exists()
+    assert main(_args(tiny_dir("llama"), toy_data, out, "--gamma", "-1")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "gamma must be >= 0" in err[-1]
