@@ -97,6 +97,10 @@ def test_review_page_accept_then_correct(browser, page):
 
     browser.find_element("id", "accept").click()
     _wait_state(browser, "saved-accept")
+    # one verdict per rewrite: the verdict buttons are off until the text is rewritten again
+    assert [browser.find_element("id", b).is_enabled() for b in ("accept", "reject", "rewrite")] == [False, False, True]
+    browser.find_element("id", "rewrite").click()
+    _wait_state(browser, "rewritten")
 
     correction = browser.find_element("id", "correction")
     assert correction.get_attribute("value") == "you person <b>really</b>"  # prefilled with the rewrite

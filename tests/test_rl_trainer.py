@@ -3,6 +3,7 @@ resume, the NaN stop, and the masks of rollouts."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -183,9 +184,18 @@ def test_minibatches_accumulation_and_early_stop_count_optimiser_steps(tiny_dir,
     assert count(1e-9) == (4, [1.0, 1.0])
 
 
+class OffsetReward(CharShareReward):
+    """The toy reward plus 1: returns a zero-initialised critic (predicting 0) must learn to predict."""
+
+    def __call__(self, sources, outputs):
+        b = super().__call__(sources, outputs)
+        return dataclasses.replace(b, total=b.total + 1.0)
+
+
 @pytest.mark.parametrize("critic", ["shared", "separate"])
 def test_value_loss_falls_and_the_value_head_learns(tiny_dir, tmp_path, critic):
-    tr = make_trainer(tiny_dir("llama"), tmp_path, max_steps=10, critic=critic, learning_rate=3e-3, vf_coef=1.0)
+    tr = make_trainer(tiny_dir("llama"), tmp_path, reward=OffsetReward(), max_steps=10, critic=critic,
+                      learning_rate=3e-3, vf_coef=1.0)
     assert (tr.unwrapped.critic is not None) == (critic == "separate")
     head = {n: p.detach().clone() for n, p in tr.unwrapped.value_head.named_parameters()}
     backbone = tr.unwrapped.critic if critic == "separate" else tr.unwrapped.policy
