@@ -14,9 +14,9 @@ ia3      (IA)^3: learned rescaling vectors, the lightest adapter-style option
 
 ``auto`` (the default) resolves when the config is parsed, so ``resolved_config.yaml`` records the
 setup that ran: ``qlora`` on a CUDA machine with bitsandbytes (the design card's supervised stage: a 4-bit
-base frees memory for larger batches and models), ``lora`` elsewhere. On CPU, bitsandbytes' 4-bit
-kernels dequantize every matmul and run slower than a bf16/fp32 LoRA (``python bench/sft.py --compare
-qlora`` measures it), so CPU runs stay LoRA.
+base frees memory for larger batches and models), ``lora`` elsewhere. On CPU, LoRA stays the default
+until QLoRA's quality there is measured against it (``docs/models.md`` has the speed figures of
+``python bench/sft.py --losses ce --finetuning lora qlora --no-trl``).
 
 Defaults follow the seed setups: r=8, alpha=16, dropout 0.05, no bias, targets ``qv``.
 """
