@@ -48,3 +48,10 @@ def test_data_configs_parse(path):
 def test_accelerate_configs_are_valid_yaml(path):
     cfg = yaml.safe_load(open(path))
     assert cfg["distributed_type"] in ("NO", "MULTI_GPU", "DEEPSPEED") and cfg["num_machines"] == 1
+
+
+def test_old_independent_eval_config_stays_a_copy_of_the_default():
+    """``configs/eval/independent.yaml`` (named by configs written before the default became independent)
+    holds exactly the default eval config's values."""
+    load = lambda name: yaml.safe_load(open(os.path.join(ROOT, "configs", "eval", name), encoding="utf-8"))  # noqa: E731
+    assert load("independent.yaml") == load("default.yaml")
