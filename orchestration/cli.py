@@ -3,7 +3,7 @@
     detoxrl sft --config configs/sft/default.yaml
     detoxrl sft --accelerate_config configs/accelerate/cpu.yaml --num_processes 2 --config configs/sft/default.yaml
     detoxrl ppo --config configs/rl/default.yaml          # also --algorithm grpo | rloo
-    detoxrl rewrite --model outputs/rl/default --text "shut up, idiot"
+    detoxrl rewrite --model outputs/rl/default "shut up, idiot"
     detoxrl eval --systems delete sft=outputs/sft/default
 
 Each sub-command runs the entry point's own ``main`` in this process, under the name ``detoxrl <sub>``
