@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field, fields, make_dataclass, replac
 from itertools import islice
 from typing import Literal
 
-from detoxrl.config import DetoxParser, run_cli
+from detoxrl.config import DetoxParser, prog_name, run_cli
 from detoxrl.devices import check_device, resolve_device, set_torch_threads
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings, generate_rewrites
@@ -265,7 +265,7 @@ def _main(args: list[str] | None) -> None:
     try:
         validate.check_generation(settings)
     except UserError as exc:
-        raise UserError(f"detox: --{exc}") from None
+        raise UserError(f"{prog_name('detox')}: --{exc}") from None
     if cfg.output:  # before any work, so no rewrite is thrown away at the end
         validate.check_output_file(cfg.output, "--output")
     lines = read_lines(cfg.input, cfg.encoding_errors) if cfg.input else None

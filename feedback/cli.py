@@ -142,7 +142,8 @@ def _version_of(args: AddArgs) -> str:
         return args.model_version
     if args.model:
         return model_version(args.model)
-    raise UserError("detox-feedback add: say which model wrote the output: --model PATH (its version is read from "
+    raise UserError(f"{prog_name('detox-feedback add')}: "
+                    f"say which model wrote the output: --model PATH (its version is read from "
                     "it) or --model_version VERSION")
 
 
@@ -164,7 +165,7 @@ def _read_jsonl(path: str, errors: str = "strict") -> list[dict]:
 def add(args: AddArgs) -> None:
     if args.file:
         if args.input or args.output:
-            raise UserError("detox-feedback add: give either --file or --input/--output, not both")
+            raise UserError(f"{prog_name('detox-feedback add')}: give either --file or --input/--output, not both")
         default_version = args.model_version or (model_version(args.model) if args.model else None)
         records = []
         for n, row in _read_jsonl(args.file, args.encoding_errors):
@@ -185,16 +186,18 @@ def add(args: AddArgs) -> None:
               f"{args.file} holds no records")
         return
     if not args.input:
-        raise UserError("detox-feedback add: --input TEXT is required (or --file records.jsonl)")
+        raise UserError(f"{prog_name('detox-feedback add')}: --input TEXT is required (or --file records.jsonl)")
     verdict = args.verdict or ("reject" if args.correction else None)
     if verdict is None:
-        raise UserError("detox-feedback add: --verdict accept|reject is required (or give a --correction)")
+        raise UserError(f"{prog_name('detox-feedback add')}: "
+                        f"--verdict accept|reject is required (or give a --correction)")
     version = _version_of(args)
     store = FeedbackStore(args.store)
     output = args.output
     if output is None:
         if not args.model:
-            raise UserError("detox-feedback add: --output is required unless --model is given to rewrite --input")
+            raise UserError(f"{prog_name('detox-feedback add')}: "
+                            f"--output is required unless --model is given to rewrite --input")
         output = _rewriter(args.model)([args.input])[0]
         print(f"rewrite: {output}")
     record = store.add(args.input, output, verdict, version, correction=args.correction)
@@ -240,7 +243,7 @@ def csv_safe(cell: str) -> str:
 
 def export(args: ExportArgs) -> None:
     if not args.output:
-        raise UserError("detox-feedback export: --output PATH is required")
+        raise UserError(f"{prog_name('detox-feedback export')}: --output PATH is required")
     check_output_file(args.output, "--output")
     store = FeedbackStore(args.store, create=False)
     records = store.records(model_versions=args.model_version or None)
@@ -303,7 +306,8 @@ def _main(args: list[str] | None) -> None:
         return
     command = args.pop(0)
     if command not in COMMANDS:
-        raise UserError(f"{prog_name('detox-feedback')}: unknown command '{command}'; use serve, add, list, export or train")
+        raise UserError(f"{prog_name('detox-feedback')}: "
+                        f"unknown command '{command}'; use serve, add, list, export or train")
     options_type, handler = COMMANDS[command]
     setup_logging()
     (options,) = DetoxParser([options_type], prog=f"detox-feedback {command}").parse(args)

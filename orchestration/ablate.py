@@ -85,11 +85,12 @@ class AblationConfig:
 def load_config(path: str, output_dir: str | None = None) -> AblationConfig:
     """Read and check a grid config; every mistake is a one-line ``ConfigError`` naming the file and key."""
     if not os.path.isfile(path):
-        raise ConfigError(f"detox-ablate: config file '{path}' not found")
+        raise ConfigError(f"{prog_name('detox-ablate')}: config file '{path}' not found")
     raw = read_yaml(path)
     if not isinstance(raw, dict):
-        raise ConfigError(f"detox-ablate: {path}: must be a YAML mapping (base_config, output_dir, variants, ...)")
-    where = f"detox-ablate: {path}"
+        raise ConfigError(f"{prog_name('detox-ablate')}: "
+                          f"{path}: must be a YAML mapping (base_config, output_dir, variants, ...)")
+    where = f"{prog_name('detox-ablate')}: {path}"
     check_keys(raw, TOP_KEYS, where)
     ev = mapping(raw.get("eval"), f"{where}: eval")
     check_keys(ev, EVAL_KEYS, f"{where}: eval")
@@ -189,7 +190,8 @@ class Grid:
             if name not in self._known:
                 hint = difflib.get_close_matches(name, self._known, n=1)
                 fix = f"did you mean '{hint[0]}'?" if hint else "see rl/ppo.py --help for the fields"
-                raise ConfigError(f"detox-ablate: {self.cfg.path}: {where}: unknown rl/ppo.py field '{key}'; {fix}")
+                raise ConfigError(f"{prog_name('detox-ablate')}: "
+                                  f"{self.cfg.path}: {where}: unknown rl/ppo.py field '{key}'; {fix}")
 
     def _check_judges(self, reward) -> None:
         """The eval config parses, and the toxicity classifiers of the base reward and of the eval exist
@@ -315,7 +317,8 @@ def run(args: list[str] | None = None) -> dict:
     for flag, chosen in (("--only", ns.only), ("--rerun", ns.rerun)):
         unknown = sorted(set(chosen or []) - set(names) - ({"all"} if flag == "--rerun" else set()))
         if unknown:
-            raise ConfigError(f"detox-ablate: {flag}: no variant named '{unknown[0]}' (variants: {', '.join(names)})")
+            raise ConfigError(f"{prog_name('detox-ablate')}: "
+                              f"{flag}: no variant named '{unknown[0]}' (variants: {', '.join(names)})")
     rerun = set(names) if ns.rerun and "all" in ns.rerun else set(ns.rerun or [])
     grid = Grid(cfg)
     selected = [v for v in cfg.variants if not ns.only or v.name in ns.only]

@@ -62,13 +62,14 @@ DEFAULT_CONFIGS = {"sft": "configs/sft/default.yaml", "ppo": "configs/rl/default
 def preset_path(preset: str | None, config: str | None) -> str:
     if config:
         if not os.path.isfile(config):
-            raise ConfigError(f"detox-pipeline: config file '{config}' not found")
+            raise ConfigError(f"{prog_name('detox-pipeline')}: config file '{config}' not found")
         return config
     found = resolve_path(os.path.join("configs", "pipeline", f"{preset}.yaml"))
     if not found:
         folder = resolve_path(os.path.join("configs", "pipeline"))
         names = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")) if folder else []
-        raise ConfigError(f"detox-pipeline: no preset '{preset}' (presets: {', '.join(names) or 'none found'}); "
+        raise ConfigError(f"{prog_name('detox-pipeline')}: "
+                          f"no preset '{preset}' (presets: {', '.join(names) or 'none found'}); "
                           "or pass --config FILE")
     return found
 
@@ -78,7 +79,7 @@ class Pipeline:
 
     def __init__(self, path: str, output_root: str | None = None):
         raw = read_yaml(path)
-        where = f"detox-pipeline: {path}"
+        where = f"{prog_name('detox-pipeline')}: {path}"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a YAML mapping (output_root, sft, ppo, eval, ...)")
         check_keys(raw, TOP_KEYS, where)
@@ -154,7 +155,8 @@ class Pipeline:
             check_toxicity_models(self.parse("ppo")[3], self.parse("eval")[1], "ppo: toxicity_model",
                                   "eval: judge_toxicity_model")
         except UserError as exc:
-            raise UserError(f"detox-pipeline: {self.path}: {exc}; or list it under judges: in the preset "
+            raise UserError(f"{prog_name('detox-pipeline')}: "
+                            f"{self.path}: {exc}; or list it under judges: in the preset "
                             "to train it as the first stage") from None
 
     # ------------------------------------------------------------------ argv per stage

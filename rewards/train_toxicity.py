@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from detoxrl.config import DetoxParser, resolved_config_dict, run_cli
+from detoxrl.config import DetoxParser, prog_name, resolved_config_dict, run_cli
 from detoxrl.data import DataConfig
 from detoxrl.errors import UserError
 from detoxrl.io import atomic_directory
@@ -128,7 +128,7 @@ def collect_data(cfg: TrainToxicityConfig, data_cfg: DataConfig) -> tuple[list[L
         if path and cap:
             splits[name] = labelled.random_split(read(path), cfg.heldout_fraction, seed)
     if not splits:
-        raise UserError("detox-train-toxicity: every data source is disabled; enable at least one")
+        raise UserError(f"{prog_name('detox-train-toxicity')}: every data source is disabled; enable at least one")
     caps = {"paradetox": cfg.paradetox_max_train, "jigsaw": cfg.jigsaw_max_train,
             "davidson": cfg.davidson_max_train, "civil": cfg.civil_max_train}
     train, heldout = [], []

@@ -48,7 +48,7 @@ def _pairs_of(data: DetoxData, split: str):
 
 def export(cfg: DataConfig, args: ExportArgs) -> None:
     if not args.output:
-        raise UserError("detox-data export: --output PATH is required (a .jsonl or .json file)")
+        raise UserError(f"{prog_name('detox-data export')}: --output PATH is required (a .jsonl or .json file)")
     check_output_file(args.output, "--output")
     data = load_detox_data(cfg)
     pairs = _pairs_of(data, args.split)
