@@ -233,8 +233,18 @@ def test_seq2seq_trains_sft_and_a_feedback_reward_model(setup, tmp_path):
     assert summary["reward_model"]["train_examples"] + summary["reward_model"]["heldout_examples"] == 8
     from rewards.feedback_model import FeedbackModelConfig, load_feedback_scorer
 
-    scores = load_feedback_scorer(FeedbackModelConfig(feedback_model=rm), "cpu")(["you idiot"], ["you are wrong"])
-    assert scores.shape == (1,) and 0.0 <= float(scores[0]) <= 1.0
+    scores = load_feedback_scorer(FeedbackModelConfig(feedback_model=rm), "cpu")(["you idiot", "shut up"],
+                                                                               ["you are wrong", "please stop"])
+    # the saved folder is a plain transformers classifier: its softmax P(accept) on the (source, output) pair
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model, tok = AutoModelForSequenceClassification.from_pretrained(rm).eval(), AutoTokenizer.from_pretrained(rm)
+    accept = {v: int(k) for k, v in model.config.id2label.items()}["accept"]
+    with torch.no_grad():
+        enc = tok(["you idiot", "shut up"], ["you are wrong", "please stop"], padding=True, return_tensors="pt")
+        expected = model(**enc).logits.float().softmax(-1)[:, accept]
+    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=0)
+    assert model.config.id2label[1 - accept] == "reject"
 
 
 def test_errors_are_one_clear_line(setup, tmp_path):
