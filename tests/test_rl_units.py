@@ -45,7 +45,10 @@ def test_padded_forward_equals_plain_forward_of_each_row(tiny_dir, kind, tempera
     model, _, fmt, family = _load(tiny_dir, kind)
     torch.manual_seed(0)
     pwv = PolicyWithValue(model, family)
-    torch.nn.init.normal_(pwv.value_head.summary.bias)  # a non-zero bias, so the head's bias is checked too
+    # the head starts at zero (values 0 whatever the hidden state): give it weights so the values depend on
+    # which hidden state feeds it, and a bias so the bias is checked too
+    torch.nn.init.normal_(pwv.value_head.summary.weight)
+    torch.nn.init.normal_(pwv.value_head.summary.bias)
     batch = fmt.encode_prompts(SOURCES)
     with torch.no_grad():
         out = pwv(batch["input_ids"], batch["attention_mask"], RESPONSE, RMASK, temperature=temperature)
@@ -74,6 +77,8 @@ def test_separate_critic_values_come_from_the_critic_backbone(tiny_dir):
     model, _, fmt, family = _load(tiny_dir, "llama")
     critic = AutoModelForCausalLM.from_pretrained(build_tiny("llama", str(tiny_dir("llama")) + "-critic", seed=1))
     pwv = PolicyWithValue(model, family, critic=critic.eval())
+    torch.manual_seed(0)
+    torch.nn.init.normal_(pwv.value_head.summary.weight)  # a zero head would give 0 from any backbone
     batch = fmt.encode_prompts(SOURCES[:1])
     r = RESPONSE[:1]
     with torch.no_grad():
