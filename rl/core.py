@@ -342,19 +342,24 @@ def penalise_truncation(scores: torch.Tensor, truncated: torch.Tensor, penalty: 
     return scores - penalty * truncated.to(scores.dtype)
 
 
+SCALE_FLOOR = 1e-3  # scores that (almost) never vary would otherwise multiply the KL penalty by up to 1/eps
+
+
 def normalisation_scale(scores: torch.Tensor, mode: str, moments: RunningMoments | None = None,
                         eps: float = 1e-8) -> float:
     """The divisor ``sigma`` that ``normalise_scores`` applied (call it after): 1 for ``none``, ``std(s) + eps`` for
-    ``whiten`` (1 for a single score), ``moments.std + eps`` for ``running``.
+    ``whiten`` (1 for a single score), ``moments.std + eps`` for ``running``; never below ``SCALE_FLOOR``.
 
-    Dividing the KL penalty by it keeps ``kl_coef`` in units of the raw score (see ``per_token_rewards``).
+    Dividing the KL penalty by it keeps ``kl_coef`` in units of the raw score (see ``per_token_rewards``). The
+    floor only acts when the scores have (almost) no spread: a rollout of identical scores whitens to zeros,
+    and an unfloored ``sigma`` of ``eps`` would turn the KL term into ``1e8`` times itself.
     """
     if mode == "whiten" and scores.numel() > 1:
-        return float(scores.std()) + eps
+        return max(float(scores.std()) + eps, SCALE_FLOOR)
     if mode == "running":
         if moments is None:
             raise ValueError("normalisation_scale: mode 'running' needs a RunningMoments")
-        return moments.std + eps
+        return max(moments.std + eps, SCALE_FLOOR)
     if mode not in ("none", "whiten"):
         raise ValueError(f"unknown reward_norm {mode!r}; expected none, whiten or running")
     return 1.0

@@ -21,6 +21,21 @@ def test_normalisation_scale_by_hand():
     assert normalisation_scale(torch.tensor([0.0, 2.0]), "running", m) == pytest.approx(2 ** 0.5)
     with pytest.raises(ValueError, match="unknown reward_norm"):
         normalisation_scale(s, "z")
+    assert normalisation_scale(torch.tensor([0.0, 2.0]), "whiten") == pytest.approx(2 ** 0.5)  # two scores whiten
+    with pytest.raises(ValueError) as err:
+        normalisation_scale(s, "running")
+    assert str(err.value) == "normalisation_scale: mode 'running' needs a RunningMoments"
+
+
+def test_scale_has_a_floor_when_scores_do_not_vary():
+    """Identical scores whiten to zeros; the KL must not be divided by eps (1e8 times stronger)."""
+    from rl.core import SCALE_FLOOR
+
+    assert SCALE_FLOOR == 1e-3
+    assert normalisation_scale(torch.tensor([0.5, 0.5, 0.5]), "whiten") == SCALE_FLOOR
+    m = RunningMoments()
+    normalise_scores(torch.tensor([0.5, 0.5]), "running", m)
+    assert normalisation_scale(torch.tensor([0.5, 0.5]), "running", m) == SCALE_FLOOR
 
 
 @pytest.mark.parametrize("mode", ["none", "whiten", "running"])
