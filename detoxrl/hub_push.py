@@ -53,6 +53,15 @@ def check_push(push_to_hub: bool, hub_model_id: str | None, output_dir: str, fie
         raise UserError(f"hub_model_id: '{repo_id}' is not a repo id; use NAME or OWNER/NAME")
 
 
+def claim_push(args) -> bool:
+    """For a transformers ``TrainingArguments``: ``check_push`` its hub fields before any work, then switch
+    the Trainer's own per-checkpoint push off (the run is pushed once, whole, by ``push_run``). Returns
+    whether to push at the end."""
+    check_push(args.push_to_hub, args.hub_model_id, args.output_dir)
+    push, args.push_to_hub = args.push_to_hub, False
+    return push
+
+
 def hub_files(run_dir: str) -> dict[str, str]:
     """``{path in the repo: local file}`` for a finished run folder (see the module docstring)."""
     merged, adapter = os.path.join(run_dir, "merged"), os.path.join(run_dir, "adapter")

@@ -69,10 +69,15 @@ def build_card(family: str, base: str, prompt_cfg, prompt_format: str, generatio
             "generation": asdict(generation), **extra}
 
 
+def short_hash(data: bytes, length: int = 10) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``data`` (model version strings)."""
+    return hashlib.sha256(data).hexdigest()[:length]
+
+
 def digest(path: str, length: int = 10) -> str:
-    """The first ``length`` hex digits of the SHA-256 of the card file's bytes."""
+    """``short_hash`` of the card file's bytes."""
     with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()[:length]
+        return short_hash(fh.read(), length)
 
 
 def card_fingerprint(folder: str) -> str | None:

@@ -16,16 +16,10 @@ A model's version is, in this order:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
-from detoxrl.runcard import card_file, digest, find_card, has_card, read_card, write_card
-
-
-def _digest(data: bytes) -> str:
-    """The first 10 hex digits of the SHA-256 of ``data`` (a config.json or a card's content)."""
-    return hashlib.sha256(data).hexdigest()[:10]
+from detoxrl.runcard import card_file, digest, find_card, has_card, read_card, short_hash, write_card
 
 
 def model_version(ref: str) -> str:
@@ -39,14 +33,14 @@ def model_version(ref: str) -> str:
     config = os.path.join(ref, "config.json")
     if os.path.isfile(config):
         with open(config, "rb") as fh:
-            return f"{os.path.basename(os.path.normpath(os.path.abspath(ref)))}@{_digest(fh.read())}"
+            return f"{os.path.basename(os.path.normpath(os.path.abspath(ref)))}@{short_hash(fh.read())}"
     return ref
 
 
 def new_version(output_dir: str, card: dict) -> str:
     """``<output folder name>@<hash of the card without its version>`` for a model a feedback run made."""
     content = json.dumps({k: v for k, v in card.items() if k != "version"}, sort_keys=True, ensure_ascii=False)
-    return f"{os.path.basename(os.path.normpath(os.path.abspath(output_dir)))}@{_digest(content.encode())}"
+    return f"{os.path.basename(os.path.normpath(os.path.abspath(output_dir)))}@{short_hash(content.encode())}"
 
 
 def stamp_card(output_dir: str, fields: dict) -> dict:

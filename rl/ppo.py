@@ -27,7 +27,7 @@ import time
 
 from detoxrl.config import DetoxParser, run_cli, save_resolved_config
 from detoxrl.data import DataConfig, group_references, load_detox_data
-from detoxrl.hub_push import check_push, push_run
+from detoxrl.hub_push import claim_push, push_run
 from detoxrl.log import setup_logging
 from detoxrl.models.config import DetoxModelConfig
 from detoxrl.resume import resolve_resume
@@ -72,8 +72,7 @@ def run(args=None) -> dict:
     set_seed(ppo_args.seed)  # before the adapter and value head are initialised
     resume = resolve_resume(ppo_args.resume_from_checkpoint, ppo_args.output_dir,
                             kind="ppo" if ppo_args.algorithm == "ppo" else "trl")
-    check_push(ppo_args.push_to_hub, ppo_args.hub_model_id, ppo_args.output_dir)
-    push, ppo_args.push_to_hub = ppo_args.push_to_hub, False  # pushed once, as a whole run folder (detoxrl/hub_push.py)
+    push = claim_push(ppo_args)
     data = load_detox_data(data_cfg)
     lexicon = load_lexicon(vocab_cfg)
 

@@ -35,7 +35,7 @@ from detoxrl.prompts import PromptConfig, PromptFormatter
 from detoxrl.vocab import VocabConfig, load_lexicon, toxic_token_ids
 from sft.config import DetoxSFTConfig
 from sft.features import FeatureBuilder, PairCollator
-from detoxrl.hub_push import check_push, push_run
+from detoxrl.hub_push import claim_push, push_run
 from detoxrl.runcard import build_card, write_card
 from sft.save import save_folder, save_merged, write_model_card
 from sft.trainer import DetoxCausalTrainer, DetoxSeq2SeqTrainer, IdentityGuard
@@ -63,8 +63,7 @@ def run(args=None) -> dict:
     data_cfg, vocab_cfg, model_cfg, prompt_cfg, train_args = parse(args)
     resume = resolve_resume(train_args.resume_from_checkpoint, train_args.output_dir, kind="sft")
     check_quantization(model_cfg)
-    check_push(train_args.push_to_hub, train_args.hub_model_id, train_args.output_dir)
-    push, train_args.push_to_hub = train_args.push_to_hub, False  # pushed once, as a whole run folder (detoxrl/hub_push.py)
+    push = claim_push(train_args)
     train_args.label_names = ["labels"]
     train_args.prediction_loss_only = True
     train_args.remove_unused_columns = False

@@ -213,3 +213,4 @@ def test_two_cpu_processes_under_torchrun(tiny_dir, toy_data, tmp_path):
         assert torch.equal(r0["params"][name], r1["params"][name]), name
     moved = [n for n, p in r0["params"].items() if "lora_B" in n and p.abs().max() > 0]
     assert moved  # lora_B starts at 0: training happened
+    assert "2 x 8 rollouts" in (out / "README.md").read_text()  # the card counts both ranks: 2 processes x 4
