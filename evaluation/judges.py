@@ -41,12 +41,9 @@ from rewards.batching import check_device, resolve_device
 from rewards.fluency import DEFAULT_CALIBRATION, FluencyConfig, build_fluency_scorer
 from rewards.similarity import SimilarityConfig, SimilarityScorer
 from rewards.toxicity import DEFAULT_TOXICITY_MODEL, ToxicityConfig, build_toxicity_scorer
-from rewards.toxicity.default import default_classifier_dir, is_cache_name
+from rewards.toxicity.default import EXTERNAL_TOXICITY_MODEL, default_classifier_dir, is_cache_name
 
 PREFIX = "judge_"
-# The independent toxicity judge: trained like the reward's (DEFAULT_TOXICITY_MODEL) but without ParaDetox and
-# from another seed (configs/pipeline/*.yaml train it; see configs/eval/default.yaml).
-EXTERNAL_TOXICITY_MODEL = "detoxrl-toxicity-minilm-external"
 
 
 @dataclass

@@ -104,7 +104,8 @@ def test_named_cache_classifiers_resolve_to_the_cache(tmp_path, monkeypatch):
 
     monkeypatch.setenv("DETOXRL_CACHE", str(tmp_path))
     with pytest.raises(UserError, match="'detoxrl-toxicity-minilm-external' is not trained yet.*"
-                                        "detox-train-toxicity --output_dir .*detoxrl-toxicity-minilm-external"):
+                                        "detox-train-toxicity --use_paradetox false --seed 1 "
+                                        "--output_dir .*detoxrl-toxicity-minilm-external"):
         resolve_classifier_ref("detoxrl-toxicity-minilm-external", "judge_toxicity_model")
     folder = tmp_path / "models" / "detoxrl-toxicity-minilm-external"
     folder.mkdir(parents=True)

@@ -36,6 +36,11 @@ def is_cache_name(ref: str) -> bool:
     return ref.startswith(DEFAULT_TOXICITY_MODEL) and "/" not in ref and "\\" not in ref and resolve_path(ref) is None
 
 
+# The independent eval judge: trained like DEFAULT_TOXICITY_MODEL but without ParaDetox and from another seed
+# (configs/pipeline/*.yaml train it; see configs/eval/default.yaml).
+EXTERNAL_TOXICITY_MODEL = "detoxrl-toxicity-minilm-external"
+
+
 def resolve_classifier_ref(ref: str, field: str = "toxicity_model") -> str:
     """``ref`` unchanged, or the cache folder for ``detoxrl-toxicity-minilm`` (and other ``detoxrl-toxicity-*``
     names); such a folder must be trained."""
@@ -44,6 +49,8 @@ def resolve_classifier_ref(ref: str, field: str = "toxicity_model") -> str:
     folder = default_classifier_dir(ref)
     if not is_trained(folder):
         command = TRAIN_COMMAND if ref == DEFAULT_TOXICITY_MODEL else f"{TRAIN_COMMAND} --output_dir {folder}"
+        if ref == EXTERNAL_TOXICITY_MODEL:  # the eval judge must not see ParaDetox, or it is not independent
+            command = f"{TRAIN_COMMAND} --use_paradetox false --seed 1 --output_dir {folder}"
         raise UserError(f"{field}: the toxicity classifier '{ref}' is not trained yet (no model at {folder}). "
                         f"Run `{command}` once (about 10 minutes on a 2-core CPU, offline), or set {field} "
                         "to a classifier folder or hub id, or use toxicity_backend: lexicon")
