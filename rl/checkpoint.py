@@ -8,7 +8,9 @@
   ``torch.load(weights_only=True)``);
 * ``rng_state.pt``: the torch, Python and prompt-sampler RNG states of every process;
 * ``trainer_state.json``: step, KL controller, reward running moments, the
-  before-training dev metrics and the log history.
+  before-training dev metrics and the log history;
+* ``value_replay.safetensors`` (``value_replay_steps > 0``): the replay fit's per-rollout statistics
+  (``rl/value_fit.py``), so the head refitted after a resumed step is the uninterrupted run's.
 
 The folder is assembled in a temp folder and renamed in one step (``detoxrl.io.atomic_directory``), so
 a crash never leaves a half-written checkpoint; older ones beyond ``save_total_limit`` are then removed.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import random
 import shutil
@@ -28,6 +31,10 @@ from safetensors.torch import load_file, save_file
 from detoxrl.errors import UserError
 from detoxrl.io import atomic_directory
 from detoxrl.resume import checkpoints, latest_checkpoint as latest  # noqa: F401  (re-exported)
+
+REPLAY_FILE = "value_replay.safetensors"
+log = logging.getLogger("detoxrl")
+
 
 def _rng_state(trainer) -> dict:
     return {"torch": torch.get_rng_state(), "python": random.getstate(), "prompts": trainer.prompt_gen.get_state()}
@@ -54,6 +61,8 @@ def save(trainer) -> str:
             torch.save(rng, os.path.join(tmp, "rng_state.pt"))
             with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as fh:
                 json.dump(dataclasses.asdict(trainer.state), fh, indent=1)
+            if trainer.value_replay is not None:
+                save_file(trainer.value_replay.state_dict(), os.path.join(tmp, REPLAY_FILE))
         limit = trainer.args.save_total_limit
         if limit:
             for old in checkpoints(trainer.args.output_dir)[:-limit]:
@@ -90,6 +99,13 @@ def load(path: str, trainer) -> None:
     trainer.state = type(trainer.state)(**raw)
     trainer.kl_ctl.load_state_dict(trainer.state.kl_controller)
     trainer.moments.load_state_dict(trainer.state.reward_moments)
+    replay_file = os.path.join(path, REPLAY_FILE)
+    if trainer.value_replay is not None:
+        if os.path.isfile(replay_file):
+            trainer.value_replay.load_state_dict(load_file(replay_file))
+        else:
+            log.warning("%s has no %s (written with value_replay_steps 0): the value replay buffer starts empty",
+                        path, REPLAY_FILE)
 
 
 def _as_tuple(state):

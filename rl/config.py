@@ -73,6 +73,13 @@ class DetoxPPOConfig(TrainingArguments):
     critic_warmup_steps: int = field(
         default=0, metadata={"help": "ppo: the first N steps train only the critic (actor frozen); they count in "
                              "max_steps."})
+    value_replay_steps: int = field(
+        default=0, metadata={"help": "ppo: after each step, refit the value head in closed form (ridge regression of the "
+                             "returns on its input features) over the last N rollouts; 0: the head learns by AdamW "
+                             "only (docs/rl.md, Critic)."})
+    value_ridge: float | None = field(
+        default=None, metadata={"help": "Ridge strength of that fit, relative to the mean feature variance (unset: "
+                                "chosen at every fit as the one that best predicts the newest rollout)."})
     early_stop_kl: float | None = field(
         default=None, metadata={"help": "Stop a step's remaining PPO epochs once a minibatch's approximate KL passes this."})
     # reward shaping
@@ -126,6 +133,14 @@ class DetoxPPOConfig(TrainingArguments):
                              f"(got {self.critic_warmup_steps})")
         if self.critic_warmup_steps and self.algorithm != "ppo":
             raise ValueError(f"critic_warmup_steps: algorithm {self.algorithm} has no critic; set it to 0")
+        if self.value_replay_steps < 0:
+            raise ValueError(f"value_replay_steps must be >= 0 (0: off; got {self.value_replay_steps})")
+        if self.value_replay_steps and self.algorithm != "ppo":
+            raise ValueError(f"value_replay_steps: algorithm {self.algorithm} has no critic; set it to 0")
+        if self.value_ridge is not None and not self.value_ridge > 0:
+            raise ValueError(f"value_ridge must be > 0 or unset (got {self.value_ridge})")
+        if self.value_ridge is not None and not self.value_replay_steps:
+            raise ValueError("value_ridge is only used by the replay fit; set value_replay_steps >= 1 or unset it")
         super().__post_init__()
 
     @property

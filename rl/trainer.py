@@ -17,6 +17,8 @@ Python reward. It uses TRL's ``selective_log_softmax``/``entropy_from_logits`` (
    early when a minibatch's approximate KL passes ``early_stop_kl``. During the first
    ``critic_warmup_steps`` steps only the value loss is optimised and the actor's weights do not move;
    the critic (value head, and a separate critic model) has its own AdamW group (``value_learning_rate``);
+   with ``value_replay_steps: K`` the head is not moved by AdamW (its gradients are dropped) but refitted
+   after the epochs by ridge regression over the last K rollouts (``rl/value_fit.py``);
 6. update the KL coefficient, log, checkpoint every ``save_steps``.
 
 All arithmetic is in ``rl/core.py``.
@@ -43,6 +45,7 @@ from rl.core import (AdaptiveKLController, FixedKLController, RunningMoments, ch
                      per_token_rewards, policy_loss, value_loss)
 from rl.policy import Policy
 from rl.rollout import Rollout, eos_ids, generate_rollout
+from rl.value_fit import ValueReplay, rollout_moments
 from rl.value_head import ForwardOut, PolicyWithValue
 
 log = logging.getLogger("detoxrl")
@@ -99,6 +102,8 @@ class DetoxPPOTrainer:
         self.gen_kwargs = dict(do_sample=True, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                top_k=args.top_k, top_p=args.top_p)
         self.fused = args.micro_batch_size == args.rollout_batch_size
+        self.value_replay = ValueReplay(args.value_replay_steps, args.value_ridge) if args.value_replay_steps else None
+        self.head_params = list(self.module.value_head.parameters())
 
     @property
     def unwrapped(self) -> PolicyWithValue:
@@ -182,6 +187,9 @@ class DetoxPPOTrainer:
                         if warmup:
                             for p in self.actor_params:
                                 p.grad = None
+                        if self.value_replay is not None:  # the head is set by the replay fit only
+                            for p in self.head_params:
+                                p.grad = None
                         if self.accelerator.sync_gradients and a.max_grad_norm:
                             self.accelerator.clip_grad_norm_(self.model.parameters(), a.max_grad_norm)
                         self.optimizer.step()
@@ -197,6 +205,8 @@ class DetoxPPOTrainer:
                     break
             if stopped:
                 break
+        if self.value_replay is not None:
+            stats.update(self.refit_value_head(old, returns, mask))
         seq_kl = float((kl.sum(1)).mean())
         self.kl_ctl.update(self._mean_all(seq_kl), B * self.accelerator.num_processes)
         stats.update({f"ppo/{k}": sum(v) / len(v) for k, v in acc.items() if v})
@@ -209,6 +219,18 @@ class DetoxPPOTrainer:
                       "time/step_s": time.perf_counter() - t0})
         self.state.step = step
         return self._reduce(stats)
+
+    def refit_value_head(self, old: ForwardOut, returns: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+        """Add this rollout's (features, returns) statistics, summed over processes, to the replay buffer and set
+        the head to the ridge fit on it: every process fits the same head from the same numbers."""
+        moments = rollout_moments(old.features, returns, mask)
+        if self.accelerator.num_processes > 1:
+            moments = {k: self.accelerator.reduce(v.to(self.accelerator.device), reduction="sum").cpu()
+                       for k, v in moments.items()}
+        self.value_replay.add(moments)
+        w, b, fit = self.value_replay.fit()
+        self.unwrapped.value_head.set(w, b)
+        return {f"ppo/{k}": v for k, v in fit.items()}
 
     # ---------------------------------------------------------------------------------------------- the run
     def train(self, resume_from: str | None = None) -> dict:

@@ -39,6 +39,12 @@ class ValueHead(nn.Module):
         nn.init.zeros_(self.summary.weight)
         nn.init.zeros_(self.summary.bias)
 
+    @torch.no_grad()
+    def set(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Overwrite ``w`` (H,) and ``b`` () in place (the replay fit, ``rl/value_fit.py``)."""
+        self.summary.weight.copy_(weight.reshape(self.summary.weight.shape))
+        self.summary.bias.copy_(bias.reshape(self.summary.bias.shape))
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.summary(hidden.to(self.summary.weight.dtype)).squeeze(-1)
 
@@ -48,10 +54,13 @@ class ForwardOut:
     logprobs: torch.Tensor  # (B, T) log pi(response_t | ...)
     values: torch.Tensor | None  # (B, T)
     entropy: torch.Tensor  # (B, T), no gradient
+    features: torch.Tensor | None = None  # (B, T, H) the value head's input (last hidden states), with values
 
     def detached(self) -> "ForwardOut":
-        return ForwardOut(self.logprobs.detach(), None if self.values is None else self.values.detach(),
-                          self.entropy)
+        def d(t):
+            return None if t is None else t.detach()
+
+        return ForwardOut(self.logprobs.detach(), d(self.values), self.entropy, d(self.features))
 
 
 def shift_right(ids: torch.Tensor, start_id: int) -> torch.Tensor:
@@ -108,7 +117,7 @@ class PolicyWithValue(nn.Module):
             values = self.value_head(hidden).float()
         with torch.no_grad():
             entropy = entropy_from_logits(logits)
-        return ForwardOut(selective_log_softmax(logits, response), values, entropy)
+        return ForwardOut(selective_log_softmax(logits, response), values, entropy, hidden if with_values else None)
 
     @torch.no_grad()
     def logprobs(self, model, query, query_mask, response, response_mask, temperature: float = 1.0) -> torch.Tensor:
