@@ -356,9 +356,10 @@ def save_result(trainer: RFTTrainer, summary: dict, reward_text: str) -> None:
 
     family = start.card.get("family", "causal")
     fmt = PromptFormatter(start.prompt_config(), load_tokenizer(final.weights), family).format
+    extra = {"finetuning": final.card.get("finetuning"), "stage": "rft", "parent": cfg.model_name_or_path,
+             "metrics": summary_metrics(summary)}
     write_card(out, build_card(family, start.base_model or start.weights, start.prompt_config(), fmt,
-                               start.generation(), {"finetuning": final.card.get("finetuning"), "stage": "rft",
-                                                    "parent": cfg.model_name_or_path, "metrics": summary_metrics(summary)}))
+                               start.generation(), extra))
     before, after = summary.get("before", {}), summary.get("after", {})
     rows = "\n".join(f"| {k} | {before.get(k, math.nan):.4f} | {after.get(k, math.nan):.4f} |"
                      for k in sorted(set(before) | set(after)))

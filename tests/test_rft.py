@@ -163,8 +163,10 @@ def test_resume_mid_round_gives_the_uninterrupted_result(setup, tmp_path, monkey
     monkeypatch.setattr(b, "sample_round", lambda r, d: pytest.fail("no round needs sampling again"))
     resumed = b.train(resume="latest")
     assert steps == {"checkpoint-2": round2_steps - 2}  # round 2's SFT went on from its checkpoint after step 2
-    assert resumed["rounds"] == 2 and [s["kept"] for s in resumed["log"]] == [s["kept"] for s in straight.state.log_history]
-    want, got = _weights(tmp_path / "a" / "checkpoint-2" / "adapter"), _weights(tmp_path / "b" / "checkpoint-2" / "adapter")
+    assert resumed["rounds"] == 2
+    assert [s["kept"] for s in resumed["log"]] == [s["kept"] for s in straight.state.log_history]
+    want = _weights(tmp_path / "a" / "checkpoint-2" / "adapter")
+    got = _weights(tmp_path / "b" / "checkpoint-2" / "adapter")
     start = _weights(os.path.join(run_dir, "merged"))
     assert want.keys() == got.keys() == start.keys()
     assert any(not torch.equal(want[k], start[k]) for k in want)  # two rounds of training moved the weights
