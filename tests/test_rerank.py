@@ -276,3 +276,33 @@ def test_review_page_shows_the_decoding(tmp_path):
     assert app.info()["decoding"] == "best of 4 (...)"
     assert ReviewApp(FeedbackStore(str(tmp_path / "fb2.db")), lambda t: t, "m@1").info()["decoding"] == "greedy"
     assert 'id="decoding"' in PAGE and 'info.decoding' in PAGE
+
+
+def test_feedback_serve_decodes_best_of_n_and_says_so(run, tmp_path, toy_data, monkeypatch, capsys):
+    import feedback.server as server
+    from feedback.cli import main as feedback_main
+
+    _, lex = toy_data
+    cfg = tmp_path / "rerank.yaml"
+    cfg.write_text(f"toxicity_backend: lexicon\nw_similarity: 0\nw_fluency: 0\nlexicon_dir: {lex}\n"
+                   "lexicons: [ldnoobw]\n")
+    apps = []
+
+    class Server:
+        def url(self):
+            return "http://127.0.0.1:1/"
+
+        def serve_forever(self):
+            raise KeyboardInterrupt
+
+        def server_close(self):
+            pass
+
+    monkeypatch.setattr(server, "make_server", lambda app, host, port: apps.append(app) or Server())
+    assert feedback_main(["serve", "--model", run, "--store", str(tmp_path / "fb.db"), "--best_of", "3",
+                          "--temperature", "0.9", "--rerank_config", str(cfg), "--max_new_tokens", "3"]) == 0
+    (app,) = apps
+    assert app.decoding.startswith("best of 3 (temperature 0.9") and str(cfg) in app.decoding
+    assert app.info()["decoding"] == app.decoding and len(app.rewrite(["you stupid idiot"])) == 1
+    assert feedback_main(["serve", "--model", run, "--store", str(tmp_path / "fb.db"), "--best_of", "0"]) == 2
+    assert "best_of must be >= 1" in capsys.readouterr().err
