@@ -362,7 +362,7 @@ def save_result(trainer: RFTTrainer, summary: dict, reward_text: str) -> None:
                                start.generation(), extra))
     before, after = summary.get("before", {}), summary.get("after", {})
     rows = "\n".join(f"| {k} | {before.get(k, math.nan):.4f} | {after.get(k, math.nan):.4f} |"
-                     for k in sorted(set(before) | set(after)))
+                     for k in sorted(set(before) | set(after))) or "| (not run: eval_samples 0) | - | - |"
     round_rows = "\n".join(
         f"| {s['round']} | {s['kept']} / {s['sources']} | {s['fallback']} | {s['reward_all']:.3f} | "
         f"{s['reward_best']:.3f} | {s['reward_kept']:.3f} | {100 * s['copy_all']:.1f}% | "
