@@ -385,6 +385,9 @@ def summary_metrics(summary: dict) -> dict:
 def run(args=None) -> dict:
     setup_logging()
     data_cfg, vocab_cfg, reward_cfg, cfg = parse(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("rft runs as one process (its rounds sample, score and train in turn); start it without "
+                        "--num_processes / torchrun")
     if cfg.resume_from_checkpoint not in (None, "", "latest", "true", "True", "false", "False") and not os.path.isfile(
             os.path.join(cfg.resume_from_checkpoint, STATE)):
         raise UserError(f"resume_from_checkpoint: '{cfg.resume_from_checkpoint}' is not an RFT round checkpoint (no "
