@@ -4,11 +4,17 @@
     detox --input in.txt --output out.txt           # a file, line by line, in batches, progress bar
     cat in.txt | detox --batch_size 16 > out.txt    # stdin -> stdout, streamed in batches of lines
     detox --model outputs/sft/default --num_beams 4 --max_new_tokens 48 "..."
+    detox --model outputs/rl/default --best_of 8 --temperature 0.7 "..."   # best-of-n (docs/best-of-n.md)
 
     from detoxrl.infer import Detoxifier
     detox = Detoxifier.from_pretrained("outputs/sft/default")   # or a merged/ folder, hub id, smollm2
     detox("you are a stupid idiot")      # -> str
     detox(["first", "second"])           # -> list[str]
+
+Best-of-n: ``--best_of N`` (N > 1) samples N rewrites per line (``--temperature``, ``--top_p``,
+``--seed``) and keeps the one the composite reward of ``--rerank_config`` (default
+``configs/rewards/default.yaml``) scores highest (``detoxrl/rerank.py``); it is refused with
+``--num_beams`` > 1. Greedy stays the default. How long reranking took against generation is logged.
 
 Models: anything ``detoxrl.models.trained.load_trained`` takes (run folder, merged or adapter folder,
 plain model folder, hub id, alias). Without ``--model`` the command uses the first trained run of
@@ -42,9 +48,11 @@ from detoxrl.config import DetoxParser, prog_name, run_cli
 from detoxrl.devices import check_device, resolve_device, set_torch_threads
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings, generate_rewrites
+from detoxrl.rerank import DEFAULT_RERANK_CONFIG, Reranked, Scorer, best_of_n, load_reranker
 from detoxrl.io import atomic_write_text
 from detoxrl.log import setup_logging
 from detoxrl.runcard import has_card
+from detoxrl.models.runs import read_run
 from detoxrl.models.trained import load_trained
 from detoxrl.paths import resolve_path
 from detoxrl.prompts import PromptFormatter, prompt_adds_special_tokens
@@ -69,33 +77,60 @@ class Detoxifier:
     """Rewrites toxic text into polite text with one detox model (see the module docstring)."""
 
     def __init__(self, model, formatter: PromptFormatter, settings: GenerationSettings | None = None,
-                 max_input_length: int | None = None, card: dict | None = None, what: str = ""):
+                 max_input_length: int | None = None, card: dict | None = None, what: str = "",
+                 reranker: Scorer | None = None):
         self.model = model.eval()
         self.formatter = formatter
         self.settings = settings or GenerationSettings()
         self.max_input_length = max_input_length
         self.card = card or {}
         self.what = what
+        self.reranker = reranker  # best-of-n: (sources, outputs) -> scores; needed when settings.best_of > 1
+        self.last_rerank: Reranked | None = None  # the last best-of-n batch (candidates, scores, timings)
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device: str | None = None, dtype: str = "float32",
-                        max_input_length: int | None = None, **generation_overrides) -> Detoxifier:
+                        max_input_length: int | None = None, rerank_config: str | None = None,
+                        reranker: Scorer | None = None, **generation_overrides) -> Detoxifier:
         """Load a model and its card.
 
         ``device``: None/``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda:N``. ``dtype``: the weights'
         dtype (``auto``: as saved). ``max_input_length``: cut inputs to this many tokens (besides the model's
         own limit). ``generation_overrides``: ``GenerationSettings`` fields (``max_new_tokens``,
-        ``num_beams``, ``do_sample``, ``temperature``, ``top_p``, ``gen_batch_size``); None keeps the card's.
+        ``num_beams``, ``do_sample``, ``temperature``, ``top_p``, ``gen_batch_size``, ``best_of``, ``seed``);
+        None keeps the card's. With ``best_of`` > 1 the rewrites are reranked by ``reranker`` (any
+        ``(sources, outputs) -> scores``), else by the composite reward of ``rerank_config`` (default
+        ``configs/rewards/default.yaml``). Settings are checked before anything loads.
         """
         names = {f.name for f in fields(GenerationSettings)}
         unknown = sorted(set(generation_overrides) - names)
         if unknown:
             raise TypeError(f"unknown generation setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         check_generation(generation_overrides)
+        overrides = {k: v for k, v in generation_overrides.items() if v is not None}
+        settings = replace(read_run(path_or_id).generation(), **overrides)  # the card's, before any weights load
+        try:
+            check_generation(asdict(settings))
+        except UserError as exc:
+            raise UserError(f"model '{path_or_id}': its card's decoding with the settings given: {exc}") from None
+        if settings.best_of > 1 and reranker is None:
+            reranker = load_reranker(rerank_config or DEFAULT_RERANK_CONFIG)
         trained = load_trained(path_or_id, dtype=dtype)
-        settings = replace(trained.generation, **{k: v for k, v in generation_overrides.items() if v is not None})
+        settings = replace(trained.generation, **overrides)
         model = trained.model.to(resolve_device(device))
-        return cls(model, trained.formatter, settings, max_input_length, trained.card, trained.what)
+        return cls(model, trained.formatter, settings, max_input_length, trained.card, trained.what, reranker)
+
+    def decoding(self) -> str:
+        """The decoding in words (logs, the review page)."""
+        s = self.settings
+        if s.best_of > 1:
+            by = getattr(self.reranker, "describe", lambda: "the reranker")()
+            return f"best of {s.best_of} (temperature {s.temperature:g}, top_p {s.top_p:g}, seed {s.seed}) by {by}"
+        if s.num_beams > 1:
+            return f"beam search ({s.num_beams} beams)"
+        if s.do_sample:
+            return f"sampling (temperature {s.temperature:g}, top_p {s.top_p:g}, seed {s.seed})"
+        return "greedy"
 
     def __call__(self, text: str | Iterable[str]) -> str | list[str]:
         """Rewrite one text (-> str) or several (-> list of the same length)."""
@@ -154,9 +189,25 @@ class Detoxifier:
         split = [[line.rstrip("\r") for line in text.split("\n")] for text in texts]
         lines = [line for parts in split for line in parts]
         lines, cut = self._fit(lines)
-        outputs = iter(generate_rewrites(self.model, self.formatter, lines, self.settings, progress=progress))
+        if self.settings.best_of > 1:
+            outputs = iter(self._best_of(lines, progress))
+        else:
+            outputs = iter(generate_rewrites(self.model, self.formatter, lines, self.settings, progress=progress))
         joined = ["\n".join(re.sub(r"\s*\n\s*", " ", next(outputs)) for _ in parts) for parts in split]
         return joined, cut, len(lines)
+
+    def _best_of(self, lines: list[str], progress: bool) -> list[str]:
+        if self.reranker is None:
+            raise UserError(f"best_of {self.settings.best_of} needs a reranker: Detoxifier.from_pretrained(..., "
+                            "rerank_config=...) or Detoxifier(..., reranker=...)")
+        result = best_of_n(self.model, self.formatter, lines, self.settings, self.reranker, progress=progress)
+        self.last_rerank = result
+        total = result.generate_seconds + result.rerank_seconds
+        if total:
+            log.info("best of %d for %d lines: generation %.1f s, reranking %.1f s (%.0f%% of the time)",
+                     self.settings.best_of, len(lines), result.generate_seconds, result.rerank_seconds,
+                     100 * result.rerank_seconds / total)
+        return result.outputs
 
     def _fit(self, lines: list[str]) -> tuple[list[str], int]:
         """``lines`` with each one cut to ``input_budget()`` tokens, and how many were cut."""
@@ -205,6 +256,9 @@ class InferConfig:
     num_threads: int = field(
         default=0, metadata={"help": "torch CPU threads; 0: the cores not busy at start (detoxrl.devices)."})
     encoding_errors: Literal["strict", "replace"] = field(default="strict", metadata={"help": ENCODING_HELP})
+    rerank_config: str = field(
+        default=DEFAULT_RERANK_CONFIG,
+        metadata={"help": "best_of > 1: the reward config whose composite reward picks the best rewrite."})
 
     def __post_init__(self):
         for name in ("batch_size", "max_input_length"):
@@ -271,7 +325,10 @@ def _main(args: list[str] | None) -> None:
     lines = read_lines(cfg.input, cfg.encoding_errors) if cfg.input else None
     set_torch_threads(cfg.num_threads)
     detox = Detoxifier.from_pretrained(default_model(cfg.model), device=cfg.device, dtype=cfg.dtype,
-                                       max_input_length=cfg.max_input_length, **settings)
+                                       max_input_length=cfg.max_input_length, rerank_config=cfg.rerank_config,
+                                       **settings)
+    if detox.settings.best_of > 1:
+        log.info("decoding: %s", detox.decoding())
     if rest.text or lines is not None:
         outputs: Iterable[str] = detox.rewrite(rest.text or lines, progress=lines is not None)
     else:

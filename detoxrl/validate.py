@@ -63,8 +63,9 @@ def check_training_args(args) -> None:
 
 
 def check_generation(values: dict) -> None:
-    """Decoding settings (unset ones, None, are skipped): sizes >= 1, temperature > 0, top_p in (0, 1]."""
-    for name in ("max_new_tokens", "num_beams", "gen_batch_size"):
+    """Decoding settings (unset ones, None, are skipped): sizes >= 1, temperature > 0, top_p in (0, 1], and
+    best-of-n (which samples) not with beam search."""
+    for name in ("max_new_tokens", "num_beams", "gen_batch_size", "best_of"):
         value = values.get(name)
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be >= 1 (got {value})")
@@ -73,6 +74,10 @@ def check_generation(values: dict) -> None:
         raise ConfigError(f"temperature must be a number > 0 (got {temperature})")
     if top_p is not None and not 0 < top_p <= 1:
         raise ConfigError(f"top_p must be in (0, 1] (got {top_p})")
+    best_of, beams = values.get("best_of"), values.get("num_beams")
+    if best_of is not None and beams is not None and best_of > 1 and beams > 1:
+        raise ConfigError(f"best_of {best_of} samples its candidates and cannot be combined with num_beams {beams}; "
+                          "set num_beams 1 (or best_of 1 for beam search)")
 
 
 def check_config(cfg) -> None:

@@ -17,6 +17,12 @@ is the model an evaluated run was rewarded with (its ``resolved_config.yaml`` sa
 Output, written atomically into ``output_dir``: ``eval.json`` (everything), ``eval.md`` (the table),
 ``eval_sentences.tsv`` (one row per system and sentence) and ``resolved_config.yaml``. Every number
 is defined in ``evaluation/report.py``.
+
+Best-of-n systems (``ppo=outputs/rl/default@best_of=8``, or ``best_of`` > 1 for every model) sample N
+rewrites per sentence (``temperature``, ``top_p``, ``seed``) and keep the one the composite reward of
+``rerank_config`` scores highest (``detoxrl/rerank.py``); their row's sent/s counts generation plus
+reranking, and ``eval.json`` gives both times. A warning names any evaluation judge that is also a model
+of the reranking reward (the reranker must share no model with the judges for the score to be honest).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 from detoxrl.config import DetoxParser, run_cli, save_resolved_config
@@ -34,7 +40,8 @@ from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings, generate_rewrites
 from detoxrl.log import setup_logging
 from detoxrl.prompts import PromptConfig
-from detoxrl.validate import ENCODING_HELP, read_lines
+from detoxrl.rerank import DEFAULT_RERANK_CONFIG, best_of_n
+from detoxrl.validate import ENCODING_HELP, check_generation, read_lines
 from detoxrl.vocab import VocabConfig, load_lexicon
 from evaluation import baselines
 from rewards.batching import check_device, set_torch_threads
@@ -53,7 +60,8 @@ class EvalConfig:
     systems: list[str] = field(
         default_factory=lambda: ["duplicate", "delete"],
         metadata={"help": "Systems, each [name=]what: duplicate | delete | a predictions file (.txt/.tsv/.csv/"
-                  ".jsonl) | a model folder (merged, adapter, or detox-sft output) | a hub id."},
+                  ".jsonl) | a model folder (merged, adapter, or detox-sft output) | a hub id. A model may end in "
+                  "@best_of=N[,temperature=T,top_p=P,seed=S]: best-of-N decoding for that system only."},
     )
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where eval.json, eval.md and the TSV go."})
     eval_split: Literal["dev", "train", "all"] = field(
@@ -65,6 +73,10 @@ class EvalConfig:
         default=0, metadata={"help": "torch CPU threads; 0: the cores not busy at start (see rewards/batching.py)."})
     encoding_errors: Literal["strict", "replace"] = field(
         default="strict", metadata={"help": "Predictions files: " + ENCODING_HELP})
+    rerank_config: str = field(
+        default=DEFAULT_RERANK_CONFIG,
+        metadata={"help": "Best-of-n systems (a spec ending in @best_of=N, or best_of > 1): the reward config whose "
+                  "composite reward picks each sentence's rewrite. It must share no model with the judges."})
 
     def __post_init__(self):
         if isinstance(self.systems, str):
@@ -98,24 +110,79 @@ def load_test_set(data_cfg: DataConfig, split: str, limit: int | None) -> TestSe
     return TestSet(sources, references, desc)
 
 
+def system_settings(system: System, generation: GenerationSettings) -> GenerationSettings:
+    """The decoding of ``system``: the eval run's settings with the spec's ``@`` options (checked, one line)."""
+    settings = replace(generation, **system.decoding)
+    try:
+        check_generation(asdict(settings))
+    except UserError as exc:
+        raise UserError(f"systems: {system.name}: {exc}") from None
+    return settings
+
+
+class LazyReranker:
+    """The composite reward of ``rerank_config``, loaded on first use (only best-of-n systems need it)."""
+
+    def __init__(self, config: str):
+        from rewards.rerank import parse_reward_config
+
+        self.config = config
+        self.reward_cfg, self.vocab = parse_reward_config(config)  # a bad file fails here, before any work
+        self._scorer = None
+
+    def __call__(self, sources, outputs):
+        if self._scorer is None:
+            from rewards.composite import CompositeReward
+            from rewards.rerank import RewardScorer
+
+            self._scorer = RewardScorer(CompositeReward(self.reward_cfg, self.vocab), self.config)
+            log.info("reranker: %s", self._scorer.describe())
+        return self._scorer(sources, outputs)
+
+    def describe(self) -> str:
+        return self._scorer.describe() if self._scorer is not None else f"composite reward ({self.config})"
+
+
 def produce_outputs(system: System, sources: list[str], vocab: VocabConfig, prompt: PromptConfig,
-                    generation: GenerationSettings, device: str,
-                    encoding_errors: str = "strict") -> tuple[list[str], float | None, str]:
-    """(outputs, seconds spent producing them or None for a file, description)."""
+                    generation: GenerationSettings, device: str, encoding_errors: str = "strict",
+                    reranker=None) -> tuple[list[str], float | None, str, dict]:
+    """(outputs, seconds spent producing them or None for a file, description, best-of-n timings)."""
     if system.kind == "predictions":
-        return read_predictions(system.ref, sources, encoding_errors), None, f"predictions {system.ref}"
+        return read_predictions(system.ref, sources, encoding_errors), None, f"predictions {system.ref}", {}
     if system.kind == "baseline":
         lexicon = load_lexicon(vocab) if system.ref == "delete" else None
         start = time.perf_counter()
         outputs = baselines.duplicate(sources) if lexicon is None else baselines.delete(sources, lexicon)
         what = "output = input" if lexicon is None else f"delete {lexicon.summary().split(';')[0]} words"
-        return outputs, time.perf_counter() - start, what
+        return outputs, time.perf_counter() - start, what, {}
     model, formatter, what = load_system_model(system.ref, prompt, device)
+    settings = system_settings(system, generation)
+    extra: dict = {}
     start = time.perf_counter()
-    outputs = generate_rewrites(model, formatter, sources, generation, progress=True)
+    if settings.best_of > 1:
+        result = best_of_n(model, formatter, sources, settings, reranker, progress=True)
+        outputs = result.outputs
+        extra = {"best_of": settings.best_of, "temperature": settings.temperature, "top_p": settings.top_p,
+                 "seed": settings.seed, "sampling_seconds": round(result.generate_seconds, 2),
+                 "rerank_seconds": round(result.rerank_seconds, 2), "reranker": reranker.describe()}
+        log.info("%s: best of %d: generation %.1f s, reranking %.1f s", system.name, settings.best_of,
+                 result.generate_seconds, result.rerank_seconds)
+        what += f"; best of {settings.best_of}"
+    else:
+        outputs = generate_rewrites(model, formatter, sources, settings, progress=True)
     seconds = time.perf_counter() - start
     del model
-    return outputs, seconds, what
+    return outputs, seconds, what, extra
+
+
+def rerank_judge_warnings(reranker: LazyReranker | None, judges_cfg: EvalJudgesConfig) -> list[str]:
+    """A warning when the reranking reward uses a model that is also an evaluation judge."""
+    same = judges_cfg.reward_overlap(asdict(reranker.reward_cfg)) if reranker is not None else []
+    if not same:
+        return []
+    message = f"best-of-n systems are reranked by a reward ({reranker.config}) that uses a judge: {', '.join(same)}"
+    log.warning("%s", message)
+    return [message]
 
 
 def reward_judge_warnings(systems: list[System], judges_cfg: EvalJudgesConfig) -> list[str]:
@@ -140,6 +207,8 @@ def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig
     for s in systems:  # the text of every predictions file decodes, before anything is loaded
         if s.kind == "predictions" and os.path.isfile(s.ref):
             read_lines(s.ref, f"predictions file '{s.ref}'", cfg.encoding_errors)
+    best_of = [s.name for s in systems if s.kind == "model" and system_settings(s, generation).best_of > 1]
+    reranker = LazyReranker(cfg.rerank_config) if best_of else None
     log.info("using %d torch threads", set_torch_threads(cfg.num_threads))
     test = load_test_set(data_cfg, cfg.eval_split, cfg.max_eval_sentences)
     log.info("test set: %d sentences, %d references", len(test.sources), test.description["references"])
@@ -149,20 +218,21 @@ def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig
     judges = Judges(judges_cfg, vocab)
     results, rows = {}, []
     for system in systems:
-        outputs, seconds, what = files.get(system.name) or produce_outputs(
-            system, test.sources, vocab, prompt, generation, cfg.eval_device, cfg.encoding_errors)
+        outputs, seconds, what, extra = (*files[system.name], {}) if system.name in files else produce_outputs(
+            system, test.sources, vocab, prompt, generation, cfg.eval_device, cfg.encoding_errors, reranker)
         start = time.perf_counter()
         judged = judges.score(test.sources, outputs, test.references)
         judge_seconds = time.perf_counter() - start
         scores = system_scores(test.sources, outputs, test.references, judged, seconds)
         results[system.name] = {"kind": system.kind, "what": what, "scores": scores,
-                                "generation_seconds": seconds, "judge_seconds": round(judge_seconds, 2)}
+                                "generation_seconds": seconds, "judge_seconds": round(judge_seconds, 2), **extra}
         rows += sentence_rows(system.name, test.sources, outputs, test.references, judged)
         log.info("%s: J %.3f STA %.3f SIM %.3f FL(ChrF) %.3f | J_LM %.3f FL_LM %.3f (judged in %.1fs)", system.name,
                  scores["J"], scores["STA"], scores["SIM"], scores["FL"], scores["J_LM"], scores["FL_LM"],
                  judge_seconds)
     report = {"test_set": test.description, "judges": judges_cfg.describe(), "generation": asdict(generation),
-              "warnings": reward_judge_warnings(systems, judges_cfg), "systems": results}
+              "warnings": reward_judge_warnings(systems, judges_cfg) + rerank_judge_warnings(reranker, judges_cfg),
+              "systems": results}
     paths = write_reports(cfg.output_dir, report, rows)
     save_resolved_config(os.path.join(cfg.output_dir, "resolved_config.yaml"), cfg, judges_cfg, data_cfg, vocab,
                          prompt, generation)

@@ -64,11 +64,11 @@ def _cell(name: str, value) -> str:
     return f"{value:.3f}"
 
 
-def markdown_table(results: dict[str, dict]) -> str:
-    """One row per system, columns ``COLUMNS``."""
-    lines = ["| system | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
+def markdown_table(results: dict[str, dict], columns: tuple[str, ...] = COLUMNS) -> str:
+    """One row per system, ``columns`` (default ``COLUMNS``)."""
+    lines = ["| system | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for name, row in results.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(c, row["scores"].get(c)) for c in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(_cell(c, row["scores"].get(c)) for c in columns) + " |")
     return "\n".join(lines)
 
 

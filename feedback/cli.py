@@ -1,6 +1,7 @@
 """``detox-feedback``: collect reviewer feedback on rewrites and train the next model version on it.
 
     detox-feedback serve  --model outputs/sft/default                  # the review page, http://127.0.0.1:8765/
+    detox-feedback serve  --model outputs/rl/default --best_of 8 --temperature 0.7   # best-of-n rewrites
     detox-feedback add    --input "you idiot" --output "you are wrong" --verdict accept --model outputs/sft/default
     detox-feedback add    --file records.jsonl --model_version sft@1a2b  # many at once (one transaction)
     detox-feedback list   [--verdict reject] [--limit 20] [--format jsonl]
@@ -52,6 +53,19 @@ class ServeArgs:
     max_body_bytes: int = field(default=16384, metadata={"help": "Largest request body accepted, in bytes."})
     device: str = field(default="auto", metadata={"help": "Device of the model: auto | cpu | cuda[:N]."})
     max_new_tokens: int | None = field(default=None, metadata={"help": "Longest rewrite (default: the model card's)."})
+    best_of: int | None = field(
+        default=None, metadata={"help": "Best-of-n: sample N rewrites per text and show the one the reward of "
+                                "rerank_config scores highest (default: the model card's, i.e. greedy)."})
+    temperature: float | None = field(default=None, metadata={"help": "Sampling temperature (default: the card's)."})
+    top_p: float | None = field(default=None, metadata={"help": "Nucleus sampling mass (default: the card's)."})
+    rerank_config: str = field(default="configs/rewards/default.yaml",
+                               metadata={"help": "best_of > 1: the reward config that reranks the samples."})
+
+    def __post_init__(self):
+        from detoxrl.validate import check_generation
+
+        check_generation({"max_new_tokens": self.max_new_tokens, "best_of": self.best_of,
+                          "temperature": self.temperature, "top_p": self.top_p})
 
 
 @dataclass
@@ -104,13 +118,17 @@ class ExportArgs:
 # ----------------------------------------------------------------------------------- commands
 
 
-def _rewriter(model: str, device: str = "auto", max_new_tokens: int | None = None):
+def _detoxifier(model: str, device: str = "auto", max_new_tokens: int | None = None, **decoding):
     try:
         from detoxrl.infer import Detoxifier
     except ImportError as exc:  # pragma: no cover - the inference module ships with detoxrl
         raise UserError(f"detoxrl.infer is not available ({exc}); reinstall detoxrl") from None
-    det = Detoxifier.from_pretrained(model, device=None if device == "auto" else device,
-                                     max_new_tokens=max_new_tokens)
+    return Detoxifier.from_pretrained(model, device=None if device == "auto" else device,
+                                      max_new_tokens=max_new_tokens, **decoding)
+
+
+def _rewriter(model: str, device: str = "auto", max_new_tokens: int | None = None):
+    det = _detoxifier(model, device, max_new_tokens)
     return lambda texts: det(list(texts))
 
 
@@ -123,9 +141,10 @@ def serve(args: ServeArgs) -> None:
                         "--token VALUE or $DETOX_FEEDBACK_TOKEN), or bind 127.0.0.1")
     store = FeedbackStore(args.store)
     version = model_version(args.model)
-    rewrite = _rewriter(args.model, args.device, args.max_new_tokens)
-    app = ReviewApp(store, rewrite, version, token=token, max_chars=args.max_chars,
-                    max_body_bytes=args.max_body_bytes)
+    det = _detoxifier(args.model, args.device, args.max_new_tokens, best_of=args.best_of,
+                      temperature=args.temperature, top_p=args.top_p, rerank_config=args.rerank_config)
+    app = ReviewApp(store, lambda texts: det(list(texts)), version, token=token, max_chars=args.max_chars,
+                    max_body_bytes=args.max_body_bytes, decoding=det.decoding())
     server = make_server(app, args.host, args.port)
     print(f"review page for model {version}: {server.url()}\nstore: {store.path} ({store.count()['records']} records)"
           "\nCtrl+C stops the server.", flush=True)

@@ -10,7 +10,7 @@ string the store records with each verdict; ``detox-feedback serve`` builds it f
 JSON API (what the page calls):
 
 =====================  =========================================================================
-``GET /api/info``      ``{model_version, max_chars, counts}``
+``GET /api/info``      ``{model_version, decoding, max_chars, counts}``
 ``POST /api/rewrite``  ``{text}`` -> ``{rewrite_id, input, output, model_version}``
 ``POST /api/feedback`` ``{rewrite_id, verdict: accept|reject, correction?}`` -> the stored record
 ``GET /api/records``   the newest records (``?limit=N``, at most 100)
@@ -93,6 +93,7 @@ class ReviewApp:
     max_chars: int = 2000
     max_body_bytes: int = 16 * 1024
     max_pending: int = 1000
+    decoding: str = "greedy"  # how the rewrites are decoded, shown on the page (e.g. best of 8 by the reward)
     _pending: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _answered: OrderedDict = field(default_factory=OrderedDict, repr=False)  # rewrite_id -> record id
     _pending_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -109,7 +110,8 @@ class ReviewApp:
     # ---------------------------------------------------------------- the API, as plain functions
 
     def info(self) -> dict:
-        return {"model_version": self.model_version, "max_chars": self.max_chars, "counts": self.store.count()}
+        return {"model_version": self.model_version, "decoding": self.decoding, "max_chars": self.max_chars,
+                "counts": self.store.count()}
 
     def _text(self, payload: dict, key: str, required: bool = True) -> str | None:
         value = payload.get(key)

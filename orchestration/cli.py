@@ -3,6 +3,7 @@
     detoxrl sft --config configs/sft/default.yaml
     detoxrl sft --accelerate_config configs/accelerate/cpu.yaml --num_processes 2 --config configs/sft/default.yaml
     detoxrl ppo --config configs/rl/default.yaml          # also --algorithm grpo | rloo
+    detoxrl rft --config configs/rl/rft.yaml              # rejection-sampling fine-tuning (= ppo --algorithm rft)
     detoxrl rewrite --model outputs/rl/default "shut up, idiot"
     detoxrl eval --systems delete sft=outputs/sft/default
 
@@ -41,6 +42,8 @@ COMMANDS: dict[str, Command] = {
     "sft": Command("sft.train", "sft/train.py", "supervised stage: LoRA / QLoRA / full fine-tuning", "detox-sft", True),
     "ppo": Command("rl.ppo", "rl/ppo.py", "RL stage: PPO (also --algorithm grpo | rloo, TRL's trainers)", "detox-ppo",
                    True),
+    "rft": Command("rl.rft", "rl/rft.py", "RL stage: rejection-sampling fine-tuning (best of k samples -> SFT, in "
+                   "rounds)", "detox-rft"),
     "eval": Command("evaluation.evaluate", "detox-eval", "score systems side by side with independent judges",
                     "detox-eval"),
     "rewrite": Command("detoxrl.infer", "detox", "rewrite text with a trained model (text, file or stdin)", "detox"),

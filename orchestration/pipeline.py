@@ -13,8 +13,13 @@ Stages, in order, each in-process with its log in ``<output_root>/logs/<stage>.l
 3. ``ppo``: ``rl/ppo.py`` with ``ppo.config`` + ``common`` + ``ppo.overrides``, starting from the SFT output
    (``model_name_or_path``), into ``ppo.output_dir`` (default ``<output_root>/ppo``);
 4. ``eval``: one ``detox-eval`` call with ``eval.config`` scoring the baselines, the SFT model and the PPO
-   model side by side into ``<output_root>/eval`` (``eval.json``, ``eval.md``, ``eval_sentences.tsv``);
-   its table is printed at the end.
+   model side by side into ``<output_root>/eval`` (``eval.json``, ``eval.md``, ``eval_sentences.tsv``),
+   plus the PPO model decoded best-of-N (``ppo-best-of-N``) when the preset sets ``eval.best_of: N``;
+   its table is printed at the end, without the sent/s column (timings differ from run to run; they are
+   printed on a line of their own), so two runs of a seeded preset print the same table.
+
+Seeds: ``common: {seed: S}`` gives every stage the same seed (SFT and PPO training, best-of-n sampling in
+the evaluation); each stage seeds torch before it builds anything random (adapters, value head, samples).
 
 Re-running reuses every stage whose saved ``resolved_config.yaml`` matches what this run would write and
 whose inputs did not change (a retrained SFT model makes PPO and eval run again), and resumes an
@@ -29,7 +34,7 @@ Preset YAML::
     sft: {config: configs/sft/default.yaml, overrides: {max_steps: 40, ...}}   # output_dir: optional
     ppo: {config: configs/rl/default.yaml, overrides: {max_steps: 10, ...}}
     eval: {config: configs/eval/default.yaml, max_eval_sentences: 100, baselines: [duplicate, delete],
-           overrides: {}}
+           best_of: 4, overrides: {}}          # best_of: optional, adds ppo-best-of-4
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ log = logging.getLogger("detoxrl")
 STAGES = ("judges", "sft", "ppo", "eval")
 TOP_KEYS = {"description", "output_root", "common", "judges", "sft", "ppo", "eval"}
 STAGE_KEYS = {"config", "overrides", "output_dir"}
-EVAL_KEYS = {"config", "overrides", "max_eval_sentences", "baselines"}
+EVAL_KEYS = {"config", "overrides", "max_eval_sentences", "baselines", "best_of"}
 JUDGE_KEYS = {"name", "config", "overrides"}
 DEFAULT_CONFIGS = {"sft": "configs/sft/default.yaml", "ppo": "configs/rl/default.yaml",
                    "eval": "configs/eval/default.yaml", "judges": "configs/rewards/train_toxicity.yaml"}
@@ -125,6 +130,11 @@ class Pipeline:
         if not isinstance(baselines, list):
             raise ConfigError(f"{where}: eval: baselines must be a list such as [duplicate, delete]")
         self.baselines = [str(b) for b in baselines]
+        self.best_of = ev.get("best_of")
+        if self.best_of is not None and (isinstance(self.best_of, bool) or not isinstance(self.best_of, int)
+                                         or self.best_of < 2):
+            raise ConfigError(f"{where}: eval: best_of must be an integer >= 2 (the PPO model decoded best-of-N) "
+                              "or null")
         self.max_eval_sentences = ev.get("max_eval_sentences")
         if self.max_eval_sentences is not None and (not isinstance(self.max_eval_sentences, int)
                                                     or self.max_eval_sentences < 1):
@@ -169,6 +179,8 @@ class Pipeline:
             if self.max_eval_sentences is not None:
                 argv += ["--max_eval_sentences", str(self.max_eval_sentences)]
             argv += ["--systems", *self.baselines, f"sft={self.dirs['sft']}", f"ppo={self.dirs['ppo']}"]
+            if self.best_of:
+                argv.append(f"ppo-best-of-{self.best_of}={self.dirs['ppo']}@best_of={self.best_of}")
         return argv + ["--output_dir", self.dirs[name]]
 
     def parse(self, name: str) -> tuple:
@@ -261,24 +273,30 @@ def run(args: list[str] | None = None) -> dict:
         summary["stages"][name] = result
         write_json(summary_path, summary)
     summary["minutes"] = round((time.perf_counter() - t0) / 60, 2)
-    table = _table(p.dirs["eval"])
+    table, speeds = _table(p.dirs["eval"])
     summary["table"] = table
     write_json(summary_path, summary)
     done = ", ".join(f"{k} {v['action']}" for k, v in summary["stages"].items())
     print(f"\ndetox-pipeline ({os.path.basename(path)}): {done}; {summary['minutes']:.1f} min.\n")
     print(table)
+    if speeds:
+        print(f"\nsentences/s (this run's timing, not part of the table): {speeds}")
     print(f"\nmodels: {p.dirs['sft']} (SFT), {p.dirs['ppo']} (PPO); report: {os.path.join(p.dirs['eval'], 'eval.md')}")
     return summary
 
 
-def _table(eval_dir: str) -> str:
-    from evaluation.report import markdown_table
+def _table(eval_dir: str) -> tuple[str, str]:
+    """The eval table without its timing column, and the timings as one line."""
+    from evaluation.report import COLUMNS, markdown_table
 
     try:
         with open(os.path.join(eval_dir, "eval.json"), encoding="utf-8") as fh:
-            return markdown_table(json.load(fh)["systems"])
+            systems = json.load(fh)["systems"]
     except (OSError, KeyError, json.JSONDecodeError):
-        return "(no eval.json)"
+        return "(no eval.json)", ""
+    speeds = ", ".join(f"{name} {row['scores']['sent/s']:.1f}" for name, row in systems.items()
+                       if isinstance(row.get("scores", {}).get("sent/s"), (int, float)))
+    return markdown_table(systems, tuple(c for c in COLUMNS if c != "sent/s")), speeds
 
 
 def main(args: list[str] | None = None) -> int:

@@ -33,7 +33,9 @@ class DetoxPPOConfig(TrainingArguments):
 
     output_dir: str = field(default="outputs/rl", metadata={"help": "Where checkpoints and the final model go."})
     algorithm: Literal["ppo", "grpo", "rloo"] = field(
-        default="ppo", metadata={"help": "ppo (ours, seq2seq and causal) | grpo | rloo (TRL's trainers, causal only)."})
+        default="ppo", metadata={"help": "ppo (ours, seq2seq and causal) | grpo | rloo (TRL's trainers, causal only). "
+                                 "rft (rejection-sampling fine-tuning) hands over to rl/rft.py with its own flags "
+                                 "(configs/rl/rft.yaml)."})
     policy_adapter: Literal["new", "continue"] = field(
         default="new",
         metadata={"help": "LoRA policies: 'new' puts a fresh adapter on the SFT model's merged weights (the reference is "

@@ -5,7 +5,8 @@ the policy from the SFT run (``rl/policy.py``) -> the composite reward -> ``algo
 ``ppo`` runs ``DetoxPPOTrainer`` (seq2seq and causal), ``grpo``/``rloo`` run TRL's trainers with the
 same reward (``rl/trl_algos.py``, causal only) -> save adapter, merged model, value head, resolved
 config, ``detoxrl.json`` and a model card with the before/after dev metrics. Also installed as
-``detox-ppo``.
+``detox-ppo``. ``algorithm: rft`` (in the YAML or as ``--algorithm rft``) hands the whole command line
+over to ``rl/rft.py`` (rejection-sampling fine-tuning, its own options: configs/rl/rft.yaml).
 
 Reward flags are flat (``--w_toxicity 2``); ``--reward.weights.toxicity 2`` and a nested
 ``reward: {weights: {toxicity: 2}}`` in the YAML mean the same. Runs as one process, under
@@ -64,7 +65,32 @@ def training_sources(pairs, formatter, max_prompt_length: int) -> list[str]:
     return kept
 
 
+def wants_rft(args: list[str]) -> bool:
+    """Whether a command line asks for ``algorithm: rft`` (flag, or the YAML of ``--config`` without a flag)."""
+    for i, arg in enumerate(args):
+        if arg == "--algorithm" and i + 1 < len(args):
+            return args[i + 1] == "rft"
+        if arg.startswith("--algorithm="):
+            return arg.split("=", 1)[1] == "rft"
+    if "--config" in args and args.index("--config") + 1 < len(args):
+        path = args[args.index("--config") + 1]
+        try:
+            import yaml
+
+            with open(path, encoding="utf-8") as fh:
+                raw = yaml.safe_load(fh)
+        except (OSError, UnicodeDecodeError, ValueError):  # yaml.YAMLError is a ValueError; parse() reports it
+            return False
+        return isinstance(raw, dict) and raw.get("algorithm") == "rft"
+    return False
+
+
 def run(args=None) -> dict:
+    args = list(sys.argv[1:] if args is None else args)
+    if wants_rft(args):
+        from rl.rft import run as run_rft
+
+        return run_rft(args)
     setup_logging()
     data_cfg, vocab_cfg, model_cfg, reward_cfg, ppo_args = parse(args)
     from transformers import set_seed

@@ -12,16 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from detoxrl.generate import eos_ids  # noqa: F401  (its home is the core generation module)
 from detoxrl.prompts import PromptFormatter
-
-
-def eos_ids(model, tokenizer) -> list[int]:
-    """Every token id that ends a response: the generation config's EOS ids and the tokenizer's."""
-    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = [] if ids is None else ([ids] if isinstance(ids, int) else list(ids))
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    return sorted(set(ids))
 
 
 def response_mask_from_eos(response: torch.Tensor, eos: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -70,6 +70,9 @@ def run(args=None) -> dict:
 
     data = load_detox_data(data_cfg)
     lexicon = load_lexicon(vocab_cfg)
+    from transformers import set_seed
+
+    set_seed(train_args.seed)  # before the adapter is initialised (the Trainer seeds only after the model exists)
     loaded = load_model(model_cfg, gradient_checkpointing=train_args.gradient_checkpointing)
     model, tok, family = loaded.model, loaded.tokenizer, loaded.family
     formatter = PromptFormatter(prompt_cfg, tok, family)

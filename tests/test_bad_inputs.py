@@ -28,12 +28,12 @@ from detoxrl.data import cli as data_cli
 from evaluation import evaluate
 from feedback import cli as feedback_cli
 from orchestration import ablate, pipeline
-from rl import ppo
+from rl import ppo, rft
 from sft import train as sft_train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAINS = {"detox": infer.main, "detox-eval": evaluate.main, "detox-sft": sft_train.main, "detox-ppo": ppo.main,
-         "detox-data": data_cli.main, "detox-ablate": ablate.main, "detox-feedback": feedback_cli.main, "detox-pipeline": pipeline.main}
+         "detox-data": data_cli.main, "detox-ablate": ablate.main, "detox-feedback": feedback_cli.main, "detox-pipeline": pipeline.main, "detox-rft": rft.main}
 NOPE = "{tmp}/no-such-model"  # a model that cannot load: rows that must fail first never reach it
 BAD_LINE2 = b"you are an idiot\n\xff\xfe broken\nthird line\n"  # byte 17 (0-based) is the first bad one
 
@@ -58,6 +58,11 @@ def _sft(*extra):
 def _ppo(*extra):
     return ["--model_name_or_path", NOPE, "--dataset", "{tsv}", "--lexicon_dir", "{lex}", "--lexicons", "ldnoobw",
             "--output_dir", "{tmp}/run", "--use_cpu", "true", "--report_to", "none", *extra]
+
+
+def _rft(*extra):
+    return ["--model_name_or_path", NOPE, "--dataset", "{tsv}", "--lexicon_dir", "{lex}", "--lexicons", "ldnoobw",
+            "--output_dir", "{tmp}/run", "--report_to", "none", "--toxicity_backend", "lexicon", *extra]
 
 
 def _eval(*extra):
@@ -105,6 +110,33 @@ CASES = {
                                   err="temperature must be a finite number"),
     "detox-top-p-zero": Case("detox", ["--model", NOPE, "--top_p", "0", "hi"], err="--top_p must be in (0, 1]"),
     "detox-batch-size-zero": Case("detox", ["--model", NOPE, "--batch_size", "0", "hi"], err="batch_size must be >= 1"),
+    "detox-best-of-zero": Case("detox", ["--model", NOPE, "--best_of", "0", "hi"], err="--best_of must be >= 1 (got 0)"),
+    "detox-best-of-with-beams": Case("detox", ["--model", NOPE, "--best_of", "4", "--num_beams", "2", "hi"],
+                                     err="best_of 4 samples its candidates and cannot be combined with num_beams 2"),
+    "detox-rerank-config-missing": Case("detox", ["--model", "{model}", "--best_of", "2", "--rerank_config",
+                                                  "{tmp}/nope.yaml", "hi"], err="rerank_config '{tmp}/nope.yaml' not found",
+                                        model=True),
+    "eval-best-of-on-a-baseline": Case("detox-eval", _eval("--systems", "delete@best_of=4", "--output_dir", "{tmp}/ev"),
+                                       err="decoding options apply to model systems only", absent=["{tmp}/ev"]),
+    "eval-best-of-not-a-number": Case("detox-eval", _eval("--systems", "m={dir}@best_of=many", "--output_dir",
+                                                          "{tmp}/ev"), err="best_of must be a whole number >= 1"),
+    "eval-unknown-decoding-option": Case("detox-eval", _eval("--systems", "m={dir}@beams=2", "--output_dir", "{tmp}/ev"),
+                                         err="unknown decoding option 'beams'"),
+    "eval-best-of-with-beams": Case("detox-eval", _eval("--systems", "m={dir}@best_of=4", "--num_beams", "2",
+                                                        "--output_dir", "{tmp}/ev"),
+                                    err="systems: m: best_of 4 samples its candidates", absent=["{tmp}/ev"]),
+    "eval-rerank-config-missing": Case("detox-eval", _eval("--systems", "m={dir}@best_of=4", "--rerank_config",
+                                                           "{tmp}/nope.yaml", "--output_dir", "{tmp}/ev"),
+                                       err="rerank_config '{tmp}/nope.yaml' not found", absent=["{tmp}/ev"]),
+    "rft-missing-sft-run": Case("detox-rft", _rft(), err="model '{tmp}/no-such-model' does not exist",
+                                absent=["{tmp}/run"]),
+    "rft-reserved-sft-override": Case("detox-rft", _rft("--sft_overrides", "learning_rate=1"),
+                                      err="sft_overrides: 'learning_rate' is set by RFT itself"),
+    "rft-fallback-unknown": Case("detox-rft", _rft("--fallback", "maybe"), err="--fallback: invalid choice"),
+    "rft-resume-not-a-round": Case("detox-rft", _rft("--resume_from_checkpoint", "{dir}"), err="is not an RFT round checkpoint",
+                                   absent=["{tmp}/run"]),
+    "ppo-algorithm-rft-hands-over": Case("detox-ppo", _rft("--algorithm", "rft"),
+                                         err="model '{tmp}/no-such-model' does not exist"),
     "eval-num-beams-zero": Case("detox-eval", _eval("--systems", "duplicate", "--num_beams", "0",
                                                     "--output_dir", "{tmp}/ev"), err="num_beams must be >= 1",
                                 absent=["{tmp}/ev"]),

@@ -89,6 +89,28 @@ def test_pipeline_runs_reuses_and_reruns_a_changed_stage(tiny_dir, toy_data, tmp
     assert (root / "sft.previous" / "detoxrl.json").read_text() == sft_card  # the old run, moved aside
 
 
+def test_two_fresh_runs_of_a_seeded_preset_print_the_same_table(tiny_dir, toy_data, tmp_path, encoder):
+    """``common: {seed: S}`` seeds SFT (its adapter too), PPO and the best-of-n eval row: whatever the process did
+    before (here: torch's RNG left in two different states), a fresh run prints the same table."""
+    import torch
+
+    _, lex = toy_data
+    rerank = write_yaml(tmp_path / "rerank.yaml", {"toxicity_backend": "lexicon", "lexicon_dir": str(lex),
+                                                   "lexicons": ["ldnoobw"], "similarity_model": encoder,
+                                                   "w_fluency": 0, "reward_device": "cpu"})
+    raw = yaml.safe_load(open(_preset(tmp_path, toy_data, encoder, tiny_dir("llama"))))
+    raw["common"]["seed"] = 7
+    raw["eval"]["best_of"] = 2
+    raw["eval"]["overrides"]["rerank_config"] = rerank
+    tables = []
+    for i in (1, 2):
+        raw["output_root"] = str(tmp_path / f"fresh{i}")
+        torch.manual_seed(1000 * i)
+        tables.append(run(["--config", write_yaml(tmp_path / f"fresh{i}.yaml", raw)])["table"])
+    assert "| ppo-best-of-2 |" in tables[0] and "sent/s" not in tables[0]
+    assert tables[0] == tables[1]
+
+
 def test_preset_output_dir_shares_a_stand_alone_run(tiny_dir, toy_data, tmp_path, encoder):
     """sft.output_dir / ppo.output_dir: the stages write where the stand-alone commands do, and a finished
     stand-alone run of the same config is reused; --output_root puts every stage back under it."""
@@ -119,7 +141,9 @@ def test_preset_errors_are_one_line(tmp_path, capsys):
              ({"common": {"no_such_field": 1}}, "common: no stage has a field 'no_such_field'"),
              ({"sft": {"config": sft, "overrides": {"learnin_rate": 1}}}, "learnin_rate"),
              ({"stages": []}, "unknown key 'stages'"),
-             ({"eval": {"config": "nope.yaml"}}, "config 'nope.yaml' not found")]
+             ({"eval": {"config": "nope.yaml"}}, "config 'nope.yaml' not found"),
+             ({"eval": {"best_of": 1}}, "eval: best_of must be an integer >= 2"),
+             ({"eval": {"best_of": "8"}}, "eval: best_of must be an integer >= 2")]
     for change, message in cases:
         path = write_yaml(tmp_path / "p.yaml", {"output_root": str(tmp_path / "o"), **change})
         with pytest.raises(ConfigError, match=message):
@@ -136,11 +160,16 @@ def test_shipped_presets_parse(path):
     assert p.root == f"outputs/pipeline/{name}"
     assert p.parse("ppo")[2].model_name_or_path == p.dirs["sft"]
     systems = p.parse("eval")[0].systems
-    assert systems[-2:] == [f"sft={p.dirs['sft']}", f"ppo={p.dirs['ppo']}"] and "duplicate" in systems
+    assert systems[-3:] == [f"sft={p.dirs['sft']}", f"ppo={p.dirs['ppo']}",
+                            f"ppo-best-of-{p.best_of}={p.dirs['ppo']}@best_of={p.best_of}"] and "duplicate" in systems
+    assert {p.parse(stage)[i].seed for stage, i in (("sft", 4), ("ppo", 4), ("eval", 5))} == {42}  # common: seed
     if name == "full":  # it shares the stand-alone default runs, so either one reuses the other
         assert (p.dirs["sft"], p.dirs["ppo"]) == ("outputs/sft/default", "outputs/rl/default")
         assert p.parse("sft")[4].output_dir == "outputs/sft/default"
+    if name == "full":
+        assert p.best_of == 8
     if name == "quick":
+        assert p.best_of == 4
         sft_args = p.parse("sft")[4]
         assert (sft_args.max_steps, sft_args.per_device_train_batch_size) == (40, 8)
         assert p.parse("sft")[0].max_train_pairs == 640 and p.parse("ppo")[4].max_steps == 10
