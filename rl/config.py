@@ -132,7 +132,7 @@ class DetoxPPOConfig(TrainingArguments):
             raise ValueError(f"value_learning_rate must be > 0 or unset (got {self.value_learning_rate})")
         if not 0 <= self.critic_warmup_steps < self.max_steps:
             raise ValueError(f"critic_warmup_steps must be >= 0 and < max_steps {self.max_steps} "
-                             f"(got {self.critic_warmup_steps})")
+                             f"(got {self.critic_warmup_steps}); for a short run pass --critic_warmup_steps 0")
         if self.critic_warmup_steps and self.algorithm != "ppo":
             raise ValueError(f"critic_warmup_steps: algorithm {self.algorithm} has no critic; set it to 0")
         if self.value_replay_steps < 0:

@@ -29,7 +29,7 @@ def _grid(tmp_path, sft, toy_data, encoder, lm, variants, references=("start", "
               "dev_size": 4, "use_cpu": True, "report_to": "tensorboard", "toxicity_backend": "lexicon",
               "w_similarity": 0, "w_fluency": 0, "finetuning": "lora", "lora_r": 4, "lora_alpha": 8,
               "lora_target_modules": ["all-linear"], "rollout_batch_size": 4, "max_new_tokens": 4, "max_steps": 2,
-              "save_steps": 1, "eval_samples": 2, "sample_every": 0, "disable_tqdm": True, "seed": 7}
+              "critic_warmup_steps": 0, "save_steps": 1, "eval_samples": 2, "sample_every": 0, "disable_tqdm": True, "seed": 7}
     return write_yaml(tmp_path / "grid.yaml", {
         "description": "tiny grid", "base_config": os.path.join(ROOT, "configs", "rl", "default.yaml"),
         "output_dir": str(tmp_path / "ablation"), "overrides": shared, "final_window": 2,

@@ -36,7 +36,7 @@ def _preset(tmp_path, toy_data, encoder, lm, sft_lr=3e-4):
         "ppo": {"config": os.path.join(ROOT, "configs", "rl", "default.yaml"),
                 "overrides": {"toxicity_backend": "lexicon", "w_similarity": 0, "w_fluency": 0,
                               "rollout_batch_size": 4, "max_new_tokens": 4, "max_steps": 2, "save_steps": 1,
-                              "eval_samples": 2, "sample_every": 0}},
+                              "critic_warmup_steps": 0, "eval_samples": 2, "sample_every": 0}},
         "eval": {"config": os.path.join(ROOT, "configs", "eval", "default.yaml"), "max_eval_sentences": 3,
                  "baselines": ["duplicate", "delete"], "overrides": tiny_eval_overrides(lex, encoder, lm)}})
 
