@@ -1,0 +1,106 @@
+"""The rollout sampler for causal policies: the prompts' shared prefix run once, finished rows leave the batch.
+
+Hand-written because transformers' ``generate`` computes every row until the batch's longest response
+ends (a finished row keeps being decoded, as padding), computes each row's copy of the prompt prefix, and
+has one ``max_new_tokens`` for the whole batch. Here, for left-padded prompts ``query``:
+
+1. the prefix every prompt shares (``detoxrl.packing.shared_prefix_length``; with the chat format, the
+   system message) is run once and its key/value cache repeated for every row;
+2. the rows' own prompt tokens, left-padded, are run on top of it (position ids from the attention
+   mask, as ``generate`` computes them);
+3. each step samples one token per running row, ``multinomial(softmax(top_p(top_k(logits / T))))`` with
+   transformers' own warpers and ``torch.multinomial`` as ``generate`` does (the argmax when
+   ``do_sample`` is false); a row leaves the batch, its cache rows dropped, once it samples an EOS or
+   reaches its own cap ``caps[i]`` of new tokens.
+
+Greedy decoding gives ``generate``'s tokens (tests/test_sampling.py; the logits agree within float
+rounding). The work done is returned as deterministic counts: ``prefill_tokens`` (prompt tokens run,
+padding included) and ``decode_rows`` (rows run summed over the decode steps).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+from detoxrl.packing import shared_prefix_length
+
+
+@dataclass
+class Sampled:
+    response: torch.Tensor  # (B, T) new tokens, ``pad_id`` after a row's last one
+    prefill_tokens: int
+    decode_rows: int
+
+
+def _cache_kwarg(model) -> str:
+    """The forward's name for the KV cache: ``cache`` (transformers >= 5.24) or ``past_key_values``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _warpers(temperature: float, top_k: int, top_p: float):
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    warpers = LogitsProcessorList()
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k=top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=top_p))
+    return warpers
+
+
+@torch.no_grad()
+def sample(model, query: torch.Tensor, query_mask: torch.Tensor, caps: torch.Tensor, eos: list[int], pad_id: int,
+           do_sample: bool = True, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Sampled:
+    """Sample a response to each left-padded prompt row, at most ``caps[i]`` (>= 1) new tokens for row ``i``."""
+    from transformers import DynamicCache
+
+    device, B = query.device, query.shape[0]
+    rows = [query[i][query_mask[i].bool()].tolist() for i in range(B)]
+    L = shared_prefix_length(rows)
+    cache = DynamicCache(config=model.config)
+    kv = {_cache_kwarg(model): cache}
+    if L:
+        model(input_ids=query.new_tensor(rows[0][:L])[None], **kv, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(B)
+    own = [r[L:] for r in rows]
+    S = max(len(o) for o in own)
+    ids = torch.tensor([[pad_id] * (S - len(o)) + o for o in own], device=device)
+    attention = torch.cat([torch.ones(B, L, dtype=torch.long, device=device),
+                           torch.tensor([[0] * (S - len(o)) + [1] * len(o) for o in own], device=device)], dim=1)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, L:]
+    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, **kv,
+                   use_cache=True, logits_to_keep=1).logits[:, -1].float()
+    position = positions[:, -1:]
+    warpers = _warpers(temperature, top_k, top_p) if do_sample else None
+    eos_t = torch.tensor(eos, dtype=torch.long, device=device)
+    caps = caps.to(device)
+    tokens = torch.full((B, int(caps.max())), pad_id, dtype=torch.long, device=device)
+    length = torch.zeros(B, dtype=torch.long, device=device)
+    active = torch.arange(B, device=device)
+    decode_rows = 0
+    for t in range(tokens.shape[1]):
+        if do_sample:
+            nxt = torch.multinomial(torch.softmax(warpers(None, logits), dim=-1), num_samples=1).squeeze(1)
+        else:
+            nxt = logits.argmax(-1)
+        tokens[active, t] = nxt
+        length[active] = t + 1
+        done = torch.isin(nxt, eos_t) | (t + 1 >= caps[active])
+        if bool(done.all()):
+            break
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            active, nxt, attention, position = active[keep], nxt[keep], attention[keep], position[keep]
+        attention = torch.cat([attention, attention.new_ones(len(active), 1)], dim=1)
+        position = position + 1
+        logits = model(input_ids=nxt[:, None], attention_mask=attention, position_ids=position, **kv,
+                       use_cache=True).logits[:, -1].float()
+        decode_rows += len(active)
+    return Sampled(tokens[:, : int(length.max())], L + B * S, decode_rows)
