@@ -103,17 +103,23 @@ def test_per_row_caps_cut_rows_and_count_as_truncated(tiny_dir):
 def test_sampling_follows_temperature_and_top_k(tiny_dir):
     """First tokens of 4000 samples of one prompt against softmax(top-3(logits / 0.7)), by total variation."""
     model, tok, fmt = _load(tiny_dir, "llama")
+    with torch.no_grad():  # a random tiny model's logits are nearly flat: sharpen them so temperature matters
+        model.get_output_embeddings().weight.mul_(20.0)
     batch = fmt.encode_prompts(SOURCES[:1] * 4000)
     with torch.no_grad():
-        logits = model(**{k: v[:1] for k, v in batch.items()}).logits[0, -1] / 0.7
-    top = logits.topk(3)
-    expected = torch.zeros_like(logits).index_put_((top.indices,), torch.softmax(top.values, -1))
+        logits = model(**{k: v[:1] for k, v in batch.items()}).logits[0, -1]
+
+    def expected(temperature):
+        top = (logits / temperature).topk(3)
+        return torch.zeros_like(logits).index_put_((top.indices,), torch.softmax(top.values, -1))
+
+    assert float((expected(0.7) - expected(1.0)).abs().sum()) / 2 > 0.1  # the temperature is visible
     torch.manual_seed(0)
     s = sample(model, batch["input_ids"], batch["attention_mask"], torch.ones(4000, dtype=torch.long), [], 0,
                temperature=0.7, top_k=3)
     freq = torch.bincount(s.response[:, 0], minlength=logits.numel()).float() / 4000
-    assert set(s.response[:, 0].tolist()) <= set(top.indices.tolist())
-    assert float((freq - expected).abs().sum()) / 2 < 0.03
+    assert set(s.response[:, 0].tolist()) <= set(logits.topk(3).indices.tolist())
+    assert float((freq - expected(0.7)).abs().sum()) / 2 < 0.03
 
 
 def test_length_caps_and_capped_masks_by_hand():
