@@ -131,3 +131,35 @@ def test_length_caps_and_capped_masks_by_hand():
     mask, truncated = response_mask_from_eos(response, [2], torch.tensor([2, 4, 3]))
     assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]]
     assert truncated.tolist() == [True, False, True]  # row 0's EOS lies past its cap of 2
+
+
+def test_trainer_caps_rows_from_source_length_and_logs_the_share(tiny_dir, tmp_path):
+    """max_new_tokens_ratio 0.1, extra 0: a source of <= 10 tokens gets a cap of 1 new token (max_new_tokens 6), so
+    every response is one token long and every row without an EOS there is truncated and capped."""
+    from tests.rl_helpers import PROMPTS, make_trainer
+
+    tr = make_trainer(tiny_dir("llama"), tmp_path, max_steps=1, max_new_tokens_ratio=0.1, max_new_tokens_extra=0)
+    n = [len(x) for x in tr.policy.tokenizer(PROMPTS, add_special_tokens=False)["input_ids"]]
+    assert max(n) <= 10 and tr.length_caps(PROMPTS).tolist() == [1] * len(PROMPTS)
+    stats = tr.step()
+    ro = tr._last_samples[0]
+    assert ro.lengths.tolist() == [1.0] * len(ro.texts)
+    ended = torch.tensor([int(r[0]) in tr.eos for r in ro.response])
+    assert torch.equal(ro.capped.cpu(), ~ended) and torch.equal(ro.truncated.cpu(), ~ended)
+    assert stats["rollout/capped"] == stats["rollout/truncated"] == pytest.approx(float((~ended).float().mean()))
+    assert stats["work/decode_rows"] == 0  # one token each: the prefill gives it
+    unset = make_trainer(tiny_dir("llama"), tmp_path / "unset", max_steps=1)
+    assert unset.length_caps(PROMPTS).tolist() == [6] * len(PROMPTS)
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(max_new_tokens_ratio=0.0), "max_new_tokens_ratio must be > 0"),
+    (dict(max_new_tokens_ratio=1.5, algorithm="grpo"), "max_new_tokens_ratio: algorithm grpo"),
+    (dict(max_new_tokens_extra=-1), "max_new_tokens_extra must be >= 0"),
+    (dict(max_packed_tokens=0), "max_packed_tokens must be >= 1"),
+])
+def test_speed_options_are_checked(tmp_path, kw, message):
+    from tests.rl_helpers import ppo_args
+
+    with pytest.raises(ValueError, match=message):
+        ppo_args(tmp_path, **kw)
