@@ -114,8 +114,11 @@ def pack_rows(rows: Sequence[Sequence[int]], max_tokens: int = 1024, pad_id: int
     return Packed(ids.to(device), pos.to(device), seg.to(device), group.to(device), offset.to(device), L)
 
 
-def packed_forward(model, packed: Packed, keep: torch.Tensor | None, output_hidden_states: bool = False):
+def packed_forward(model, packed: Packed, keep: torch.Tensor | None, output_hidden_states: bool = False,
+                   cache: dict | None = None):
     """``model`` over the packed sequences; logits only at the ``keep`` columns ((G, N) bool; None: one column).
+
+    ``cache``: ``{name: DynamicCache}`` to fill with the packed keys and values (default: no cache).
 
     ``out.logits`` is then ``(number of kept columns, V)`` in row-major (group, column) order; map a
     (group, column) to its row there with ``kept_index``.
@@ -123,7 +126,7 @@ def packed_forward(model, packed: Packed, keep: torch.Tensor | None, output_hidd
     emb = model.get_input_embeddings().weight
     impl = model.config._attn_implementation
     return model(input_ids=packed.input_ids, position_ids=packed.position_ids,
-                 attention_mask=packed.attention_mask(emb.dtype, impl), use_cache=False,
+                 attention_mask=packed.attention_mask(emb.dtype, impl), use_cache=cache is not None, **(cache or {}),
                  logits_to_keep=keep if keep is not None else 1, output_hidden_states=output_hidden_states)
 
 

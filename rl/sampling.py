@@ -4,18 +4,20 @@ Hand-written because transformers' ``generate`` computes every row until the bat
 ends (a finished row keeps being decoded, as padding), computes each row's copy of the prompt prefix, and
 has one ``max_new_tokens`` for the whole batch. Here, for left-padded prompts ``query``:
 
-1. the prefix every prompt shares (``detoxrl.packing.shared_prefix_length``; with the chat format, the
-   system message) is run once and its key/value cache repeated for every row;
-2. the rows' own prompt tokens, left-padded, are run on top of it (position ids from the attention
-   mask, as ``generate`` computes them);
+1. every prompt is run once, packed into one sequence (``detoxrl/packing.py``: the prefix the prompts
+   share, with the chat format the system message, once, and no padding), and each row's key/value
+   cache is gathered from it, left-padded. Where the attention takes no 4D mask (or has sliding-window
+   layers), the shared prefix is run once and its cache repeated for every row, then the rows' own
+   prompt tokens, left-padded, on top of it (position ids from the attention mask, as ``generate`` does);
+2. the first new token of each row comes from that prefill;
 3. each step samples one token per running row, ``multinomial(softmax(top_p(top_k(logits / T))))`` with
    transformers' own warpers and ``torch.multinomial`` as ``generate`` does (the argmax when
    ``do_sample`` is false); a row leaves the batch, its cache rows dropped, once it samples an EOS or
    reaches its own cap ``caps[i]`` of new tokens.
 
 Greedy decoding gives ``generate``'s tokens (tests/test_sampling.py; the logits agree within float
-rounding). The work done is returned as deterministic counts: ``prefill_tokens`` (prompt tokens run,
-padding included) and ``decode_rows`` (rows run summed over the decode steps).
+rounding). The work done is returned as deterministic counts: ``prefill_tokens`` (prompt token positions
+run, padding included) and ``decode_rows`` (rows run summed over the decode steps).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from detoxrl.packing import shared_prefix_length
+from detoxrl.packing import kept_index, pack_rows, packed_forward, packing_supported, shared_prefix_length
 
 
 @dataclass
@@ -62,21 +64,11 @@ def sample(model, query: torch.Tensor, query_mask: torch.Tensor, caps: torch.Ten
 
     device, B = query.device, query.shape[0]
     rows = [query[i][query_mask[i].bool()].tolist() for i in range(B)]
-    L = shared_prefix_length(rows)
     cache = DynamicCache(config=model.config)
     kv = {_cache_kwarg(model): cache}
-    if L:
-        model(input_ids=query.new_tensor(rows[0][:L])[None], **kv, use_cache=True, logits_to_keep=1)
-        cache.batch_repeat_interleave(B)
-    own = [r[L:] for r in rows]
-    S = max(len(o) for o in own)
-    ids = torch.tensor([[pad_id] * (S - len(o)) + o for o in own], device=device)
-    attention = torch.cat([torch.ones(B, L, dtype=torch.long, device=device),
-                           torch.tensor([[0] * (S - len(o)) + [1] * len(o) for o in own], device=device)], dim=1)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, L:]
-    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, **kv,
-                   use_cache=True, logits_to_keep=1).logits[:, -1].float()
-    position = positions[:, -1:]
+    packable = packing_supported(model) and not any(getattr(layer, "is_sliding", False) for layer in cache.layers)
+    prefill = _packed_prefill if packable else _padded_prefill
+    logits, attention, position, prefill_tokens = prefill(model, rows, cache, kv, pad_id, device)
     warpers = _warpers(temperature, top_k, top_p) if do_sample else None
     eos_t = torch.tensor(eos, dtype=torch.long, device=device)
     caps = caps.to(device)
@@ -103,4 +95,43 @@ def sample(model, query: torch.Tensor, query_mask: torch.Tensor, caps: torch.Ten
         logits = model(input_ids=nxt[:, None], attention_mask=attention, position_ids=position, **kv,
                        use_cache=True).logits[:, -1].float()
         decode_rows += len(active)
-    return Sampled(tokens[:, : int(length.max())], L + B * S, decode_rows)
+    return Sampled(tokens[:, : int(length.max())], prefill_tokens, decode_rows)
+
+
+def _packed_prefill(model, rows, cache, kv, pad_id, device):
+    """Every prompt in one packed sequence (``detoxrl.packing``), then each row's key/value cache gathered from it,
+    left-padded: ``(next-token logits (B, V), attention (B, W), position of the last token (B, 1), tokens run)``."""
+    B, lens = len(rows), torch.tensor([len(r) for r in rows], device=device)
+    packed = pack_rows(rows, max_tokens=int(lens.sum()) + 1, pad_id=pad_id, device=device)
+    last = packed.columns(torch.arange(B, device=device), lens - 1)
+    keep = torch.zeros_like(packed.input_ids, dtype=torch.bool)
+    keep[0, last] = True
+    out = packed_forward(model, packed, keep, cache=kv)
+    logits = out.logits[kept_index(keep, torch.zeros_like(last), last)].float()
+    # row i's cache: W - len_i padding columns (any column: masked), the shared prefix, then its own tokens
+    W, L = int(lens.max()), packed.prefix_len
+    t = torch.arange(W, device=device)
+    pos = t[None, :] - (W - lens)[:, None]  # position in the row, negative on padding
+    index = torch.where(pos < 0, 0, packed.columns(torch.arange(B, device=device)[:, None].expand(B, W), pos.clamp(min=0)))
+    for layer in cache.layers:
+        layer.keys, layer.values = (x[0][:, index].transpose(0, 1).contiguous() for x in (layer.keys, layer.values))
+    return logits, (pos >= 0).long(), (lens - 1)[:, None], packed.input_ids.numel()
+
+
+def _padded_prefill(model, rows, cache, kv, pad_id, device):
+    """The shared prefix once (its cache repeated for every row), then the rows' own tokens left-padded; returns
+    what ``_packed_prefill`` does (for attention implementations that take no 4D mask)."""
+    B = len(rows)
+    L = shared_prefix_length(rows)
+    if L:
+        model(input_ids=torch.tensor(rows[0][:L], device=device)[None], **kv, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(B)
+    own = [r[L:] for r in rows]
+    S = max(len(o) for o in own)
+    ids = torch.tensor([[pad_id] * (S - len(o)) + o for o in own], device=device)
+    attention = torch.cat([torch.ones(B, L, dtype=torch.long, device=device),
+                           torch.tensor([[0] * (S - len(o)) + [1] * len(o) for o in own], device=device)], dim=1)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, L:]
+    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, **kv, use_cache=True,
+                   logits_to_keep=1).logits[:, -1].float()
+    return logits, attention, positions[:, -1:], L + B * S

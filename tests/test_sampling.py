@@ -57,7 +57,10 @@ def _cut(row: list[int], eos: list[int], cap: int) -> list[int]:
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2", "qwen2"])
-def test_greedy_sampler_gives_generate_tokens(tiny_dir, kind):
+@pytest.mark.parametrize("packed", [True, False])  # False: the prefill for attention that takes no 4D mask
+def test_greedy_sampler_gives_generate_tokens(tiny_dir, kind, packed, monkeypatch):
+    if not packed:
+        monkeypatch.setattr("rl.sampling.packing_supported", lambda model: False)
     model, tok, fmt = _load(tiny_dir, kind)
     batch = fmt.encode_prompts(SOURCES)
     eos = _varied_eos(model, tok, batch)
@@ -74,7 +77,8 @@ def test_greedy_sampler_gives_generate_tokens(tiny_dir, kind):
     assert s.decode_rows == sum(n - 1 for n in lengths) < len(SOURCES) * (max(lengths) - 1)
     rows = [r[m.bool()].tolist() for r, m in zip(batch["input_ids"], batch["attention_mask"])]
     L = shared_prefix_length(rows)
-    assert s.prefill_tokens == L + len(rows) * max(len(r) - L for r in rows)
+    own = [len(r) - L for r in rows]
+    assert s.prefill_tokens == (L + sum(own) if packed else L + len(rows) * max(own))
     if kind == "llama":  # the chat template: its system message is the shared prefix
         assert L > 10
 
