@@ -10,13 +10,15 @@ has one ``max_new_tokens`` for the whole batch. Here, for left-padded prompts ``
    layers), the shared prefix is run once and its cache repeated for every row, then the rows' own
    prompt tokens, left-padded, on top of it (position ids from the attention mask, as ``generate`` does);
 2. the first new token of each row comes from that prefill;
-3. each step samples one token per running row, ``multinomial(softmax(top_p(top_k(logits / T))))`` with
-   transformers' own warpers and ``torch.multinomial`` as ``generate`` does (the argmax when
-   ``do_sample`` is false); a row leaves the batch, its cache rows dropped, once it samples an EOS or
-   reaches its own cap ``caps[i]`` of new tokens.
+3. each step samples one token per running row from ``p = softmax(top_p(top_k(logits / T)))`` (transformers'
+   own warpers) as ``argmax(p / q)`` with ``q ~ Exp(1)``, which is how ``torch.multinomial`` draws one
+   sample; the noise is drawn for the whole batch every step, finished rows included, as ``generate``'s
+   multinomial does, so a seed gives ``generate``'s samples (the argmax of the logits when ``do_sample``
+   is false); a row leaves the batch, its cache rows dropped, once it samples an EOS or reaches its own
+   cap ``caps[i]`` of new tokens.
 
-Greedy decoding gives ``generate``'s tokens (tests/test_sampling.py; the logits agree within float
-rounding). The work done is returned as deterministic counts: ``prefill_tokens`` (prompt token positions
+Greedy decoding and seeded sampling give ``generate``'s tokens (tests/test_sampling.py; the logits agree
+within float rounding, so a token can differ only where two candidates tie to about 1e-6). The work done is returned as deterministic counts: ``prefill_tokens`` (prompt token positions
 run, padding included) and ``decode_rows`` (rows run summed over the decode steps).
 """
 
@@ -77,8 +79,10 @@ def sample(model, query: torch.Tensor, query_mask: torch.Tensor, caps: torch.Ten
     active = torch.arange(B, device=device)
     decode_rows = 0
     for t in range(tokens.shape[1]):
-        if do_sample:
-            nxt = torch.multinomial(torch.softmax(warpers(None, logits), dim=-1), num_samples=1).squeeze(1)
+        if do_sample:  # multinomial(probs) = argmax(probs / q), q ~ Exp(1): drawn for the whole batch, as generate does
+            probs = torch.softmax(warpers(None, logits), dim=-1)
+            noise = torch.empty((B, probs.shape[-1]), device=device).exponential_(1)
+            nxt = (probs / noise[active]).argmax(-1)
         else:
             nxt = logits.argmax(-1)
         tokens[active, t] = nxt

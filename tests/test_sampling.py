@@ -83,6 +83,25 @@ def test_greedy_sampler_gives_generate_tokens(tiny_dir, kind, packed, monkeypatc
         assert L > 10
 
 
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_seeded_sampling_gives_generate_samples(tiny_dir, kind):
+    """Same seed, same samples as ``generate(do_sample=True)`` (temperature 0.7, top-p 0.9): the sampler draws the
+    whole batch's noise every step as generate's multinomial does, though it computes only running rows."""
+    model, tok, fmt = _load(tiny_dir, kind)
+    batch = fmt.encode_prompts(SOURCES)
+    eos = sorted({tok.eos_token_id, *range(100, 160)})  # 15% of the vocabulary: sampled rows end at random steps
+    kw = dict(do_sample=True, temperature=0.7, top_k=0, top_p=0.9)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            plain = model.generate(**batch, **kw, max_new_tokens=10, pad_token_id=tok.pad_token_id, eos_token_id=eos)
+        torch.manual_seed(seed)
+        s = sample(model, batch["input_ids"], batch["attention_mask"], torch.full((5,), 10), eos, tok.pad_token_id, **kw)
+        P = batch["input_ids"].shape[1]
+        assert [_cut(r, eos, 10) for r in s.response.tolist()] == [_cut(r, eos, 10) for r in plain[:, P:].tolist()]
+        assert s.decode_rows < 5 * (s.response.shape[1] - 1)  # rows did leave the batch
+
+
 def test_per_row_caps_cut_rows_and_count_as_truncated(tiny_dir):
     model, tok, fmt = _load(tiny_dir, "llama")
     eos = [tok.eos_token_id]  # rarely emitted: rows run to their caps
