@@ -1,5 +1,6 @@
-"""RL benchmark: samples/s of our PPO against TRL's ``GRPOTrainer`` on equal settings, each side in its own
-process, and (``--quality``) the dev metrics of the SFT model against a PPO model under independent judges.
+"""RL benchmark: samples/s of our PPO against TRL's GRPOTrainer on equal settings, each in its own process.
+
+With ``--quality``, also the dev metrics of the SFT model against a PPO model under independent judges.
 
 Equal settings on both sides: the same policy (the default SFT run, or ``--model``) with a fresh LoRA adapter
 (r16, all linear layers, from ``configs/rl/default.yaml``), the same training prompts (chat template), the
