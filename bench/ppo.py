@@ -1,57 +1,69 @@
-"""RL benchmark: samples/s of our PPO against TRL's ``GRPOTrainer``, side by side in one run, and
-(``--quality``) the dev metrics of the SFT model against the PPO model under independent judges.
+"""RL benchmark: samples/s of our PPO against TRL's GRPOTrainer on equal settings, each in its own process.
 
-Speed: both sides start from the same policy (the default SFT run, or ``--model``) with a fresh
-LoRA adapter (r16, all linear layers), the same training prompts (chat template), the composite
-reward of ``configs/rl/default.yaml``, the same completions per step (``--batch``), sampling
-temperature, ``max_new_tokens``, KL coefficient (so both compute reference log-probs), one
-optimiser pass per step, and ``gradient_checkpointing=False``. GRPO samples ``--generations``
-completions per prompt; so does PPO in the benchmark (``--no-grouped``: one per prompt, as in
-training), so the longest response of a batch, which sets the generation time, comes from the same
-kind of batch on both sides. Samples/s = completions per step / wall time of a step,
-after ``--warmup`` untimed steps; our PPO also prints where its step time goes.
+With ``--quality``, also the dev metrics of the SFT model against a PPO model under independent judges.
 
-    python bench/ppo.py                               # speed: 2 warm-up + 5 timed steps each
+Equal settings on both sides: the same policy (the default SFT run, or ``--model``) with a fresh LoRA adapter
+(r16, all linear layers, from ``configs/rl/default.yaml``), the same training prompts (chat template), the
+composite reward of that config, ``--batch`` completions per step, the same sampling temperature and
+``max_new_tokens``, the same KL coefficient (so both compute reference log-probs), one optimiser pass per
+step (``ppo_epochs 1`` = ``num_iterations 1``) and ``gradient_checkpointing=False``. Our per-row length cap
+(``max_new_tokens_ratio``) is off in the headline rows: GRPO has none (``--cap R`` adds a row with it on).
+
+Prompt structures. GRPO answers ``batch / generations`` prompts ``generations`` times each (``4 x 4``); our
+PPO is measured both ways: ``16 x 1`` (distinct prompts, how PPO trains) and ``4 x 4`` (GRPO's structure).
+``--grouped`` / ``--no-grouped`` keeps only one of ours.
+
+Reported per side: seconds per step and samples/s (completions per step / mean step time over ``--steps``
+steps after ``--warmup`` untimed ones), peak resident memory of its process (``ru_maxrss``, model loading
+included); for ours also the seconds of each phase (generate, reward, reference, update) (and "other": the
+step's time outside them) and the work counts it logs (prompt tokens prefilled, decode rows, tokens per scoring pass), which do not depend on the
+machine's load.
+
+    python bench/ppo.py                               # GRPO 4x4, ours 16x1 and 4x4: 2 warm-up + 5 timed steps
+    python bench/ppo.py --no-grouped --cap 1.5        # ours 16x1 only, plus a row with the per-row cap
     python bench/ppo.py --quality outputs/rl/default  # + detox-eval of SFT vs that PPO run
 
-Run it on an otherwise idle machine: two torch processes on 2 cores slow each other 3-8x.
+Run it on an otherwise idle machine: two torch processes on 2 cores slow each other 3-8x. Extra flags
+(e.g. ``--max_new_tokens 40``) go to both sides.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detoxrl.log import setup_logging  # noqa: E402
-from rl.ppo import parse, training_sources  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 
 def setup(model: str, batch: int, steps: int, extra: list[str]):
     from detoxrl.data import load_detox_data
     from rewards.composite import CompositeReward
     from rl.policy import load_policy
+    from rl.ppo import parse, training_sources
     from transformers import set_seed
 
     data_cfg, vocab_cfg, model_cfg, reward_cfg, args = parse([
-        "--config", "configs/rl/default.yaml", "--model_name_or_path", model, "--report_to", "none",
-        "--rollout_batch_size", str(batch), "--max_steps", str(steps), "--ppo_epochs", "1", "--save_steps", "0",
-        "--eval_samples", "0", "--sample_every", "0", "--disable_tqdm", "true", "--output_dir", tempfile.mkdtemp(),
-        *extra])
+        "--config", os.path.join(ROOT, "configs/rl/default.yaml"), "--model_name_or_path", model,
+        "--report_to", "none", "--rollout_batch_size", str(batch), "--max_steps", str(steps), "--ppo_epochs", "1",
+        "--save_steps", str(10 * steps + 10), "--eval_samples", "0", "--sample_every", "0", "--disable_tqdm", "true",
+        "--gradient_checkpointing", "false", "--output_dir", tempfile.mkdtemp(), *extra])
     set_seed(args.seed)
     policy = load_policy(model_cfg)
     prompts = training_sources(load_detox_data(data_cfg).train, policy.formatter, args.max_prompt_length)
-    return args, policy, CompositeReward(reward_cfg, vocab_cfg), prompts, model_cfg
+    return args, policy, CompositeReward(reward_cfg, vocab_cfg), prompts
 
 
 def bench_ppo(model, batch, warmup, steps, extra, group: int = 1) -> dict:
     from rl.trainer import DetoxPPOTrainer
 
-    args, policy, reward, prompts, _ = setup(model, batch, warmup + steps, extra)
+    args, policy, reward, prompts = setup(model, batch, warmup + steps, extra)
     trainer = DetoxPPOTrainer(args, policy, reward, prompts)
     if group > 1:  # GRPO's prompt structure: batch/group prompts, each answered group times
         draw = trainer.sample_sources
@@ -62,11 +74,11 @@ def bench_ppo(model, batch, warmup, steps, extra, group: int = 1) -> dict:
         if i >= warmup:
             times.append(stats["time/step_s"])
             for k, v in stats.items():
-                if k.startswith("time/") and k != "time/step_s":
+                if k.startswith(("time/", "work/")) and k != "time/step_s":
                     parts[k] = parts.get(k, 0.0) + v
+            parts["rollout/response_length"] = parts.get("rollout/response_length", 0.0) + stats["rollout/response_length"]
     total = sum(times)
-    return {"sps": batch * steps / total, "step_s": total / steps,
-            "parts": {k.removeprefix("time/").removesuffix("_s"): v / steps for k, v in parts.items()}}
+    return {"sps": batch * steps / total, "step_s": total / steps, "parts": {k: v / steps for k, v in parts.items()}}
 
 
 def bench_grpo(model, batch, generations, warmup, steps, extra) -> dict:
@@ -74,8 +86,8 @@ def bench_grpo(model, batch, generations, warmup, steps, extra) -> dict:
 
     from rl.trl_algos import build_trl_trainer
 
-    args, policy, reward, prompts, _ = setup(model, batch, warmup + steps,
-                                             ["--algorithm", "grpo", "--num_generations", str(generations), *extra])
+    args, policy, reward, prompts = setup(model, batch, warmup + steps,
+                                          ["--algorithm", "grpo", "--num_generations", str(generations), *extra])
     trainer = build_trl_trainer(args, policy, reward, prompts)
     stamps = []
 
@@ -94,7 +106,31 @@ def bench_grpo(model, batch, generations, warmup, steps, extra) -> dict:
     ends = [t for k, t in stamps if k == "end"]
     timed = [e - b for b, e in zip(begins, ends)][warmup:]
     total = sum(timed)
-    return {"sps": batch * len(timed) / total, "step_s": total / len(timed)}
+    return {"sps": batch * len(timed) / total, "step_s": total / len(timed), "parts": {}}
+
+
+def side(spec: dict) -> dict:
+    """One side of the benchmark, in this process (``--side``); adds the process's peak RSS in MB."""
+    from detoxrl.log import setup_logging
+
+    setup_logging()
+    if spec["kind"] == "grpo":
+        out = bench_grpo(spec["model"], spec["batch"], spec["group"], spec["warmup"], spec["steps"], spec["extra"])
+    else:
+        out = bench_ppo(spec["model"], spec["batch"], spec["warmup"], spec["steps"], spec["extra"], spec["group"])
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    return out
+
+
+def run_side(spec: dict) -> dict:
+    """``side(spec)`` in a fresh Python process, so each side's memory and threads are its own."""
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--side", json.dumps(spec)], cwd=ROOT,
+                          capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"bench/ppo.py: the {spec['label']} side failed (exit {proc.returncode}); its stderr is above")
+    return json.loads(lines[-1])
 
 
 def quality(ppo_dir: str, sft_dir: str) -> None:
@@ -107,28 +143,63 @@ def quality(ppo_dir: str, sft_dir: str) -> None:
         print(open(os.path.join(out, "eval.md"), encoding="utf-8").read())
 
 
+def report(a, rows: list[tuple[dict, dict]]) -> str:
+    grpo = next(r for s, r in rows if s["kind"] == "grpo")
+    lines = [f"RL speed: {a.batch} completions per step, {a.steps} timed steps after {a.warmup} warm-up, each side "
+             f"in its own process (settings: bench/ppo.py docstring)",
+             "| trainer | prompts x completions | s/step | samples/s | vs TRL GRPO | peak RSS (MB) |",
+             "|---|---|---:|---:|---:|---:|"]
+    for s, r in rows:
+        structure = f"{a.batch // s['group']} x {s['group']}"
+        lines.append(f"| {s['label']} | {structure} | {r['step_s']:.2f} | {r['sps']:.2f} | "
+                     f"{r['sps'] / grpo['sps']:.2f}x | {r['rss_mb']:.0f} |")
+    for s, r in rows:
+        if s["kind"] == "ppo":
+            p = r["parts"]
+            phases = ", ".join(f"{k.removeprefix('time/').removesuffix('_s')} {v:.2f}" for k, v in p.items()
+                               if k.startswith("time/"))
+            phases += f", other {r['step_s'] - sum(v for k, v in p.items() if k.startswith('time/')):.2f}"
+            work = ", ".join(f"{k.removeprefix('work/')} {v:.0f}" for k, v in p.items() if k.startswith("work/"))
+            lines.append(f"{s['label']} ({a.batch // s['group']} x {s['group']}), per step: seconds: {phases}; work: "
+                         f"{work}; mean response {p['rollout/response_length']:.1f} tokens")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="outputs/sft/default", help="SFT run (default: outputs/sft/default).")
     p.add_argument("--batch", type=int, default=16, help="Completions per step, both sides.")
-    p.add_argument("--generations", type=int, default=4, help="GRPO completions per prompt.")
+    p.add_argument("--generations", type=int, default=4, help="GRPO completions per prompt (and ours in 4 x 4).")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--grouped", action=argparse.BooleanOptionalAction, default=None,
+                   help="Only GRPO's structure for ours (--grouped) or only distinct prompts (--no-grouped); "
+                        "default: both.")
+    p.add_argument("--cap", type=float, metavar="RATIO",
+                   help="Add a row: ours on distinct prompts with max_new_tokens_ratio RATIO (not equal settings).")
     p.add_argument("--quality", metavar="PPO_RUN", help="Also run detox-eval of --model vs this PPO run.")
     p.add_argument("--skip_speed", action="store_true")
-    p.add_argument("--grouped", action=argparse.BooleanOptionalAction, default=True,
-                   help="Give PPO GRPO's prompt structure (batch/generations prompts, each answered generations "
-                        "times), so both sides generate for the same kind of batch (default: on).")
+    p.add_argument("--side", help=argparse.SUPPRESS)
     a, extra = p.parse_known_args()
-    setup_logging()
+    if a.side:
+        print(json.dumps(side(json.loads(a.side))))
+        return
     if not a.skip_speed:
-        grpo = bench_grpo(a.model, a.batch, a.generations, a.warmup, a.steps, extra)
-        ours = bench_ppo(a.model, a.batch, a.warmup, a.steps, extra, a.generations if a.grouped else 1)
-        print(f"\nRL speed: {a.batch} completions per step, {a.steps} timed steps after {a.warmup} warm-up")
-        print("| trainer | s/step | samples/s | vs TRL GRPO |\n|---|---:|---:|---:|")
-        print(f"| TRL GRPOTrainer | {grpo['step_s']:.2f} | {grpo['sps']:.2f} | 1.00x |")
-        print(f"| detoxrl PPO | {ours['step_s']:.2f} | {ours['sps']:.2f} | {ours['sps'] / grpo['sps']:.2f}x |")
-        print("PPO step breakdown (s): " + ", ".join(f"{k} {v:.2f}" for k, v in ours["parts"].items()))
+        common = dict(model=os.path.abspath(a.model) if os.path.exists(a.model) else a.model, batch=a.batch,
+                      warmup=a.warmup, steps=a.steps, extra=extra)
+        specs = [dict(kind="grpo", label="TRL GRPOTrainer", group=a.generations, **common)]
+        if a.grouped in (None, False):
+            specs.append(dict(kind="ppo", label="detoxrl PPO", group=1, **common))
+        if a.grouped in (None, True):
+            specs.append(dict(kind="ppo", label="detoxrl PPO", group=a.generations, **common))
+        if a.cap is not None:
+            specs.append(dict(kind="ppo", label=f"detoxrl PPO, cap {a.cap:g}", group=1,
+                              **{**common, "extra": [*extra, "--max_new_tokens_ratio", str(a.cap)]}))
+        rows = []
+        for spec in specs:
+            print(f"running {spec['label']} ({a.batch // spec['group']} x {spec['group']}) ...", file=sys.stderr)
+            rows.append((spec, run_side(spec)))
+        print("\n" + report(a, rows))
     if a.quality:
         quality(a.quality, a.model)
 

@@ -33,6 +33,7 @@ import torch
 
 from detoxrl.errors import UserError
 from detoxrl.models.embedded import SMOLLM2_ID
+from detoxrl.packing import kept_index, pack_rows, packed_forward, packing_supported
 from rewards.batching import resolve_device, sorted_batches
 from rewards.checks import is_empty
 
@@ -134,11 +135,17 @@ class LMFluency:
         self.tokenizer = load_tokenizer(src)
         self.context_id = context_token_id(self.tokenizer)
         self.cfg = cfg
+        self.pack, self.max_packed_tokens = True, 1024
         self.name = cfg.fluency_model
 
     @torch.inference_mode()
     def mean_logprob(self, texts: Sequence[str]) -> torch.Tensor:
-        """``m(x)`` for each text (NaN for an empty one), float32 on the CPU."""
+        """``m(x)`` for each text (NaN for an empty one), float32 on the CPU.
+
+        Each batch of ``fluency_batch_size`` texts is scored packed (``detoxrl/packing.py``: one sequence,
+        the context token and any other shared first tokens once, no padding) when the LM's attention takes
+        it, else as a padded batch; the two agree within float rounding (tests/test_fluency_packing.py).
+        """
         out = torch.full((len(texts),), math.nan)
         keep = [i for i, t in enumerate(texts) if not is_empty(t)]
         if not keep:
@@ -148,20 +155,39 @@ class LMFluency:
         # finished, so it gets no end token
         ids = [row[:cap] if len(row) > cap else row + [self.context_id] for row in
                self.tokenizer([texts[i] for i in keep], add_special_tokens=False)["input_ids"]]
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.context_id
+        score = self._packed if self.pack and packing_supported(self.model) else self._padded
         for batch in sorted_batches(ids, self.cfg.fluency_batch_size):
-            seqs = [[self.context_id] + ids[b] for b in batch]
-            width = max(len(s) for s in seqs)
-            input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)
-            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
-            logits = self.model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
-            targets = input_ids[:, 1:]
-            token_lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-            valid = mask[:, 1:].float()
-            means = (token_lp * valid).sum(-1) / valid.sum(-1).clamp(min=1)
+            means = score([[self.context_id] + ids[b] for b in batch])
             for b, m in zip(batch, means.cpu()):
                 out[keep[b]] = m
         return out
+
+    def _padded(self, seqs: list[list[int]]) -> torch.Tensor:
+        """Mean log-prob of tokens 1.. of each sequence, as one right-padded batch."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.context_id
+        width = max(len(s) for s in seqs)
+        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
+        logits = self.model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
+        targets = input_ids[:, 1:]
+        token_lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        valid = mask[:, 1:].float()
+        return (token_lp * valid).sum(-1) / valid.sum(-1).clamp(min=1)
+
+    def _packed(self, seqs: list[list[int]]) -> torch.Tensor:
+        """Mean log-prob of tokens 1.. of each sequence, packed: logits only once per distinct position."""
+        packed = pack_rows(seqs, self.max_packed_tokens, device=self.device)
+        rows = torch.cat([torch.full((len(s) - 1,), i, dtype=torch.long) for i, s in enumerate(seqs)]).to(self.device)
+        pos = torch.cat([torch.arange(len(s) - 1) for s in seqs]).to(self.device)
+        targets = torch.cat([torch.tensor(s[1:], dtype=torch.long) for s in seqs]).to(self.device)
+        groups, columns = packed.group[rows], packed.columns(rows, pos)
+        kept = torch.zeros_like(packed.input_ids, dtype=torch.bool)
+        kept[groups, columns] = True
+        logits = packed_forward(self.model, packed, kept).logits.float()  # (distinct predicting positions, V)
+        at = kept_index(kept, groups, columns)
+        token_lp = logits[at, targets] - logits.logsumexp(-1)[at]
+        sums = torch.zeros(len(seqs), device=self.device).index_add_(0, rows, token_lp)
+        return sums / torch.tensor([len(s) - 1 for s in seqs], device=self.device)
 
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
         return logistic_fluency(self.mean_logprob(texts), self.cfg.fluency_center, self.cfg.fluency_scale)

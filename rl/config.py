@@ -54,6 +54,22 @@ class DetoxPPOConfig(TrainingArguments):
     top_k: int = field(default=0, metadata={"help": "Top-k sampling (0: off)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1: off)."})
     num_generations: int = field(default=4, metadata={"help": "grpo/rloo: completions per prompt (a group)."})
+    max_new_tokens_ratio: float | None = field(
+        default=None, metadata={"help": "ppo: cap each response at ceil(ratio x its source's tokens) + "
+                                "max_new_tokens_extra new tokens (and at max_new_tokens); a response cut there counts "
+                                "as truncated and its share is logged as rollout/capped (unset: no per-row cap)."})
+    max_new_tokens_extra: int = field(default=8, metadata={"help": "ppo: tokens added to each per-row cap (see "
+                                                               "max_new_tokens_ratio)."})
+    # speed (docs/rl.md, Speed); each switch keeps what is learned the same within float rounding
+    fast_sampling: bool = field(
+        default=True, metadata={"help": "ppo, causal policies: sample rollouts with rl/sampling.py (the prompts' "
+                                "shared prefix run once, finished rows leave the batch); false: transformers' generate."})
+    pack_sequences: bool = field(
+        default=True, metadata={"help": "ppo, causal policies: score rollouts (reference, old log-probs, update) packed "
+                                "into one sequence, shared prompt prefix once and no padding; false: padded batches."})
+    max_packed_tokens: int = field(
+        default=1024, metadata={"help": "ppo: tokens per packed sequence (more rows go into further sequences; "
+                                "attention costs the square of this)."})
     # KL
     kl_estimator: KLEstimator = field(default="k1", metadata={"help": "Per-token KL estimator: k1 (logp - logp_ref) | k3."})
     kl_coef: float = field(
@@ -128,6 +144,14 @@ class DetoxPPOConfig(TrainingArguments):
             raise ValueError("adaptive_kl needs target_kl > 0 and kl_horizon > 0")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 (got {self.max_steps})")
+        if self.max_new_tokens_ratio is not None and not self.max_new_tokens_ratio > 0:
+            raise ValueError(f"max_new_tokens_ratio must be > 0 or unset (got {self.max_new_tokens_ratio})")
+        if self.max_new_tokens_ratio is not None and self.algorithm != "ppo":
+            raise ValueError(f"max_new_tokens_ratio: algorithm {self.algorithm} (TRL) has no per-row cap; unset it")
+        if self.max_new_tokens_extra < 0:
+            raise ValueError(f"max_new_tokens_extra must be >= 0 (got {self.max_new_tokens_extra})")
+        if self.max_packed_tokens < 1:
+            raise ValueError(f"max_packed_tokens must be >= 1 (got {self.max_packed_tokens})")
         if self.value_learning_rate is not None and not self.value_learning_rate > 0:
             raise ValueError(f"value_learning_rate must be > 0 or unset (got {self.value_learning_rate})")
         if not 0 <= self.critic_warmup_steps < self.max_steps:

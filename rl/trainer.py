@@ -44,7 +44,7 @@ from rl.core import (AdaptiveKLController, FixedKLController, RunningMoments, ch
                      kl_penalty, masked_mean, masked_whiten, normalisation_scale, normalise_scores, penalise_truncation,
                      per_token_rewards, policy_loss, value_loss)
 from rl.policy import Policy
-from rl.rollout import Rollout, eos_ids, generate_rollout
+from rl.rollout import Rollout, eos_ids, generate_rollout, length_caps
 from rl.value_fit import ValueReplay, rollout_moments
 from rl.value_head import ForwardOut, PolicyWithValue
 
@@ -77,7 +77,8 @@ class DetoxPPOTrainer:
         for m in (policy.model, policy.critic):
             if m is not None:
                 disable_dropout_in_model(m)
-        self.module = PolicyWithValue(policy.model, policy.family, policy.critic)
+        self.module = PolicyWithValue(policy.model, policy.family, policy.critic, pack=args.pack_sequences,
+                                      max_packed_tokens=args.max_packed_tokens)
         critic_params = [p for m in (self.module.value_head, self.module.critic) if m is not None
                          for p in m.parameters() if p.requires_grad]
         critic_ids = {id(p) for p in critic_params}
@@ -117,8 +118,9 @@ class DetoxPPOTrainer:
     def collect(self) -> tuple[Rollout, torch.Tensor, dict]:
         """Generate, score, penalise truncation and normalise: ``(rollout, score (B,), reward stats)``."""
         t0 = time.perf_counter()
-        ro = generate_rollout(self.unwrapped.policy, self.policy.formatter, self.sample_sources(), self.gen_kwargs,
-                              self.eos)
+        sources = self.sample_sources()
+        ro = generate_rollout(self.unwrapped.policy, self.policy.formatter, sources, self.gen_kwargs, self.eos,
+                              self.length_caps(sources), fast=self.args.fast_sampling)
         t1 = time.perf_counter()
         breakdown = self.reward(ro.sources, ro.texts)
         raw = penalise_truncation(breakdown.total, ro.truncated.cpu(), self.args.truncation_penalty)
@@ -126,11 +128,23 @@ class DetoxPPOTrainer:
         self.score_scale = normalisation_scale(raw, self.args.reward_norm, self.moments)
         stats = {"reward/norm_scale": self.score_scale, **breakdown.means(), "reward/score": float(raw.mean()),
                  "rollout/truncated": float(ro.truncated.float().mean()),
+                 "rollout/capped": float(ro.capped.float().mean()),
+                 **{f"work/{k}": float(v) for k, v in ro.work.items()},
                  "rollout/response_length": float(ro.lengths.mean()),
                  "rollout/copy_rate": sum(map(is_copy, ro.sources, ro.texts)) / len(ro.texts),
                  "time/generate_s": t1 - t0, "time/reward_s": time.perf_counter() - t1}
         self._last_samples = (ro, breakdown, raw)
         return ro, score.to(ro.response.device), stats
+
+    def length_caps(self, sources: list[str]) -> torch.Tensor:
+        """Per-row caps on new tokens (``max_new_tokens_ratio``; all ``max_new_tokens`` when it is unset)."""
+        a = self.args
+        if a.max_new_tokens_ratio is None:
+            n = torch.zeros(len(sources), dtype=torch.long)
+        else:
+            ids = self.policy.tokenizer(sources, add_special_tokens=False)["input_ids"]
+            n = torch.tensor([len(x) for x in ids], dtype=torch.long)
+        return length_caps(n, a.max_new_tokens, a.max_new_tokens_ratio, a.max_new_tokens_extra)
 
     # ---------------------------------------------------------------------------------------------- advantages
     def advantages(self, old: ForwardOut, ref_logprobs: torch.Tensor, score: torch.Tensor, mask: torch.Tensor, step: int):
@@ -155,6 +169,7 @@ class DetoxPPOTrainer:
             ref_logprobs = self.unwrapped.logprobs(ref, *ro.tensors(), temperature=a.temperature)
         t_update = time.perf_counter()
         stats["time/reference_s"] = t_update - t_ref
+        stats["work/scored_tokens"] = float(self.unwrapped.scored_tokens(*ro.tensors()))
         old = adv = returns = kl = None
         if not self.fused:
             with torch.no_grad():

@@ -97,9 +97,11 @@ def _spy_step(tr):
             fresh = tr.unwrapped(*ro.tensors(), temperature=temperature)
             with tr.policy.reference() as ref:
                 fresh_ref = tr.unwrapped.logprobs(ref, *ro.tensors(), temperature=temperature)
-            logits, _ = lm_forward(tr.unwrapped.policy, tr.policy.family, *ro.tensors(), tr.unwrapped.decoder_start_id,
-                                   want_hidden=False)
-            plain_lp = torch.log_softmax(logits.float() / temperature, -1).gather(-1, ro.response[..., None])[..., 0]
+            # padded, not packed: an independent computation of what the trainer's packed passes give
+            st = lm_forward(tr.unwrapped.policy, tr.policy.family, *ro.tensors(), tr.unwrapped.decoder_start_id,
+                            want_hidden=False, pack=False)
+            plain_lp = st.scatter(torch.log_softmax(st.logits.float() / temperature, -1).gather(
+                -1, ro.response[st.rows, st.cols, None])[:, 0], ro.response.shape)
         seen.append(dict(ro=ro, old=old, ref=ref_logprobs, score=score.clone(), mask=mask, fresh=fresh,
                          fresh_ref=fresh_ref, plain_lp=plain_lp, kl_coef=tr.kl_ctl.value))
         return original(old, ref_logprobs, score, mask, step)

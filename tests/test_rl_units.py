@@ -92,23 +92,25 @@ def test_separate_critic_values_come_from_the_critic_backbone(tiny_dir):
     assert pwv(batch["input_ids"], batch["attention_mask"], r, torch.ones(1, 4), with_values=False).values is None
 
 
-def test_lm_forward_skips_what_is_not_wanted(tiny_dir):
+@pytest.mark.parametrize("pack", [False, True])
+def test_lm_forward_skips_what_is_not_wanted(tiny_dir, pack):
+    """Only the 6 valid response tokens (4 + 2) come back, in row-major order, and only what was asked for."""
     model, _, fmt, family = _load(tiny_dir, "llama")
     batch = fmt.encode_prompts(SOURCES)
-    logits, hidden = lm_forward(model, family, batch["input_ids"], batch["attention_mask"], RESPONSE, RMASK, None,
-                                want_logits=False)
-    assert logits is None and hidden.shape == (2, 4, 64)
-    logits, hidden = lm_forward(model, family, batch["input_ids"], batch["attention_mask"], RESPONSE, RMASK, None,
-                                want_hidden=False)
-    assert hidden is None and logits.shape[:2] == (2, 4)
+    args = (model, family, batch["input_ids"], batch["attention_mask"], RESPONSE, RMASK, None)
+    states = lm_forward(*args, want_logits=False, pack=pack)
+    assert states.logits is None and states.hidden.shape == (6, 64)
+    assert states.rows.tolist() == [0, 0, 0, 0, 1, 1] and states.cols.tolist() == [0, 1, 2, 3, 0, 1]
+    states = lm_forward(*args, want_hidden=False, pack=pack)
+    assert states.hidden is None and states.logits.shape == (6, model.config.vocab_size)
+    assert states.scatter(torch.arange(1.0, 7.0), (2, 4)).tolist() == [[1, 2, 3, 4], [5, 6, 0, 0]]
     t5, _, fmt5, _ = _load(tiny_dir, "t5")
     batch = fmt5.encode_prompts(SOURCES)
-    logits, hidden = lm_forward(t5, "seq2seq", batch["input_ids"], batch["attention_mask"], RESPONSE, RMASK, 0,
-                                want_logits=False)
-    assert logits is None and hidden.shape == (2, 4, 64)
-    logits, hidden = lm_forward(t5, "seq2seq", batch["input_ids"], batch["attention_mask"], RESPONSE, RMASK, 0,
-                                want_hidden=False)
-    assert hidden is None and logits.shape[:2] == (2, 4)
+    args = (t5, "seq2seq", batch["input_ids"], batch["attention_mask"], RESPONSE, RMASK, 0)
+    states = lm_forward(*args, want_logits=False, pack=pack)  # seq2seq is never packed
+    assert states.logits is None and states.hidden.shape == (6, 64)
+    states = lm_forward(*args, want_hidden=False, pack=pack)
+    assert states.hidden is None and states.logits.shape[0] == 6
 
 
 def test_value_head_is_w_dot_h_plus_b_and_shift_right():
