@@ -19,6 +19,7 @@ The reward's own fields (``w_toxicity``, ``form``, ...) live in ``rewards.compos
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -154,11 +155,13 @@ class DetoxPPOConfig(TrainingArguments):
             raise ValueError(f"max_packed_tokens must be >= 1 (got {self.max_packed_tokens})")
         if self.value_learning_rate is not None and not self.value_learning_rate > 0:
             raise ValueError(f"value_learning_rate must be > 0 or unset (got {self.value_learning_rate})")
+        if self.critic_warmup_steps > 0 and self.algorithm != "ppo":  # the default config warms PPO's critic up
+            logging.getLogger("detoxrl").warning("critic_warmup_steps %d ignored: algorithm %s has no critic",
+                                                 self.critic_warmup_steps, self.algorithm)
+            self.critic_warmup_steps = 0
         if not 0 <= self.critic_warmup_steps < self.max_steps:
             raise ValueError(f"critic_warmup_steps must be >= 0 and < max_steps {self.max_steps} "
                              f"(got {self.critic_warmup_steps}); for a short run pass --critic_warmup_steps 0")
-        if self.critic_warmup_steps and self.algorithm != "ppo":
-            raise ValueError(f"critic_warmup_steps: algorithm {self.algorithm} has no critic; set it to 0")
         if self.value_replay_steps < 0:
             raise ValueError(f"value_replay_steps must be >= 0 (0: off; got {self.value_replay_steps})")
         if self.value_replay_steps and self.algorithm != "ppo":
