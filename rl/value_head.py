@@ -182,7 +182,8 @@ class PolicyWithValue(nn.Module):
         with torch.no_grad():
             entropy = states.scatter(entropy_from_logits(logits), response.shape)
         logprobs = selective_log_softmax(logits, response[states.rows, states.cols])
-        features = None if not with_values else states.scatter(hidden, (*response.shape, hidden.shape[-1]))
+        # the replay fit's input (rl/value_fit.py); detached: it is read as data, never differentiated
+        features = None if not with_values else states.scatter(hidden.detach(), (*response.shape, hidden.shape[-1]))
         return ForwardOut(states.scatter(logprobs, response.shape), values, entropy, features)
 
     def scored_tokens(self, query, query_mask, response, response_mask) -> int:
