@@ -171,9 +171,10 @@ class DetoxPPOTrainer:
         stats["time/reference_s"] = t_update - t_ref
         stats["work/scored_tokens"] = float(self.unwrapped.scored_tokens(*ro.tensors()))
         old = adv = returns = kl = None
+        replay = self.value_replay is not None  # the replay fit reads the first pass's features
         if not self.fused:
             with torch.no_grad():
-                old = self.model(*ro.tensors(), temperature=a.temperature).detached()
+                old = self.model(*ro.tensors(), temperature=a.temperature, with_features=replay).detached()
             adv, returns, kl = self.advantages(old, ref_logprobs, score, mask, step)
         acc = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "vf_clipfrac", "approx_kl", "entropy")}
         stopped = False
@@ -186,7 +187,8 @@ class DetoxPPOTrainer:
                 for micro in mb.split(a.micro_batch_size):
                     micro = micro.to(mask.device)
                     with self.accelerator.accumulate(self.model):
-                        out = self.model(*ro.tensors(micro), temperature=a.temperature)
+                        out = self.model(*ro.tensors(micro), temperature=a.temperature,
+                                         with_features=replay and old is None)
                         if old is None:  # fused first pass: the current policy IS the rollout policy
                             old = out.detached()
                             adv, returns, kl = self.advantages(old, ref_logprobs, score, mask, step)

@@ -171,7 +171,7 @@ class PolicyWithValue(nn.Module):
                           pack=self.pack and packing_supported(model), max_packed_tokens=self.max_packed_tokens, **want)
 
     def forward(self, query, query_mask, response, response_mask, temperature: float = 1.0,
-                with_values: bool = True) -> ForwardOut:
+                with_values: bool = True, with_features: bool = False) -> ForwardOut:
         batch = (query, query_mask, response, response_mask)
         states = self._states(self.policy, *batch, want_hidden=with_values and self.critic is None)
         logits = states.logits.float() / temperature
@@ -182,8 +182,9 @@ class PolicyWithValue(nn.Module):
         with torch.no_grad():
             entropy = states.scatter(entropy_from_logits(logits), response.shape)
         logprobs = selective_log_softmax(logits, response[states.rows, states.cols])
-        # the replay fit's input (rl/value_fit.py); detached: it is read as data, never differentiated
-        features = None if not with_values else states.scatter(hidden.detach(), (*response.shape, hidden.shape[-1]))
+        # the replay fit's input (rl/value_fit.py), only when asked; detached: read as data, never differentiated
+        features = (states.scatter(hidden.detach(), (*response.shape, hidden.shape[-1]))
+                    if with_values and with_features else None)
         return ForwardOut(states.scatter(logprobs, response.shape), values, entropy, features)
 
     def scored_tokens(self, query, query_mask, response, response_mask) -> int:
