@@ -171,5 +171,5 @@ def test_shipped_presets_parse(path):
     if name == "quick":
         assert p.best_of == 4
         sft_args = p.parse("sft")[4]
-        assert (sft_args.max_steps, sft_args.per_device_train_batch_size, sft_args.loss) == (200, 8, "ce")
-        assert p.parse("sft")[0].max_train_pairs == 1600 and p.parse("ppo")[4].max_steps == 10
+        assert (sft_args.max_steps, sft_args.per_device_train_batch_size, sft_args.loss) == (80, 16, "ce")
+        assert p.parse("sft")[0].max_train_pairs == 1280 and p.parse("ppo")[4].max_steps == 10

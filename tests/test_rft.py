@@ -223,7 +223,7 @@ def test_shipped_rft_config_parses_with_its_entry_point():
     data, vocab, reward, cfg = parse(["--config", os.path.join(ROOT, "configs", "rl", "rft.yaml")])
     assert (cfg.algorithm, cfg.model_name_or_path, cfg.sft_loss) == ("rft", "outputs/sft/default", "ce")
     assert data.max_train_pairs is None and data.split_seed == 42  # every training source; the SFT run's dev split
-    assert reward.form == "product" and cfg.rounds * cfg.sources_per_round * cfg.samples_per_source == 12288
+    assert reward.form == "product" and cfg.rounds * cfg.sources_per_round * cfg.samples_per_source == 8192
     with pytest.raises(ValueError, match="sft_overrides: 'seed' is set by RFT itself"):
         RFTConfig(sft_overrides=["seed=3"])
     with pytest.raises(ValueError, match="samples_per_source must be >= 1"):
