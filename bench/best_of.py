@@ -82,7 +82,7 @@ def nested(a, extra: list[str]) -> int:
 
     from detoxrl.generate import generate_rewrites
     from detoxrl.log import setup_logging
-    from detoxrl.rerank import best_of_n, pick_best
+    from detoxrl.rerank import best_of_n
     from evaluation.evaluate import LazyReranker, load_test_set, parse, system_settings
     from evaluation.judges import Judges
     from evaluation.report import system_scores
@@ -106,9 +106,7 @@ def nested(a, extra: list[str]) -> int:
     settings = system_settings(parse_system(f"best={a.model}@best_of={top}"), generation)
     result = best_of_n(model, formatter, test.sources, settings, reranker, progress=True)
     for k in sorted(set(a.best_of)):
-        best = pick_best([s[:k] for s in result.scores])
-        rows[k] = ([c[b] for c, b in zip(result.candidates, best)], result.generate_seconds * k / top,
-                   result.rerank_seconds * k / top)
+        rows[k] = (result.best_of_first(k), result.generate_seconds * k / top, result.rerank_seconds * k / top)
     n = len(test.sources)
     print(f"\nbest-of-n on {n} {cfg.eval_split} sentences ({test.description['source']}), model {a.model}; "
           f"best-of-k < {top} from the first k of the {top} candidates, seconds scaled (~)")

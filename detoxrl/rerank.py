@@ -4,6 +4,7 @@
     result.outputs          # the best rewrite per input (input order)
     result.candidates       # all n per input, result.scores their scores, result.best the chosen index
     result.generate_seconds, result.rerank_seconds
+    result.best_of_first(4)  # best-of-4 read from each input's first 4 candidates, no new sampling
 
 Inputs go in length-sorted batches of ``max(1, gen_batch_size // n)`` inputs, so one ``generate`` call
 holds about ``gen_batch_size`` sequences (the memory of a greedy batch); each batch's ``n x inputs``
@@ -50,6 +51,15 @@ class Reranked:
     @property
     def best_scores(self) -> list[float]:
         return [s[b] for s, b in zip(self.scores, self.best)]
+
+    def best_of_first(self, k: int) -> list[str]:
+        """What best-of-``k`` keeps from each input's first ``k`` candidates (``1 <= k <= n``). They are ``k``
+        independent samples, so this is a draw of best-of-k decoding without sampling again (bench/best_of.py
+        --nested reads best-of-4 from a best-of-8 call this way)."""
+        n = len(self.candidates[0]) if self.candidates else k
+        if not 1 <= k <= n:
+            raise ValueError(f"best_of_first: k must be in 1..{n} (got {k})")
+        return [c[b] for c, b in zip(self.candidates, pick_best([s[:k] for s in self.scores]))]
 
 
 def pick_best(scores: Sequence[Sequence[float]]) -> list[int]:

@@ -14,7 +14,7 @@ import torch
 from detoxrl.errors import ConfigError, UserError
 from detoxrl.generate import GenerationSettings, generate_rewrites, sample_candidates
 from detoxrl.infer import Detoxifier, main as detox_main
-from detoxrl.rerank import best_of_n, pick_best, rerank
+from detoxrl.rerank import Reranked, best_of_n, pick_best, rerank
 
 TEXTS = ["you are a stupid idiot", "shut up", "", "this is some bullshit , shut the fuck up", "what a stupid day"]
 
@@ -51,6 +51,18 @@ def run(tmp_path_factory, tiny_dir):
 def test_pick_best_takes_the_first_of_equal_scores_and_never_a_nan():
     assert pick_best([[0.1, 0.5, 0.5], [0.3, 0.2, 0.1], [math.nan, 0.0, -1.0], [math.nan, math.nan], [0.2]]) == \
         [1, 0, 1, 0, 0]
+
+
+def test_best_of_first_k_reads_the_best_of_each_inputs_first_k_candidates():
+    cands = [["a0", "a1", "a2", "a3"], ["b0", "b1", "b2", "b3"], ["", "", "", ""]]
+    scores = [[0.1, 0.5, 0.2, 0.9], [0.7, 0.7, 0.8, 0.0], [math.nan] * 4]
+    result = Reranked(["a3", "b2", ""], cands, scores, [[False] * 4] * 3, [3, 2, 0])
+    assert result.best_of_first(4) == result.outputs  # k = n is the call's own choice
+    assert result.best_of_first(2) == ["a1", "b0", ""]  # a3 and b2 are out of reach; a tie keeps the first
+    assert result.best_of_first(1) == ["a0", "b0", ""]
+    for k in (0, 5):
+        with pytest.raises(ValueError, match="k must be in 1..4"):
+            result.best_of_first(k)
 
 
 def test_rerank_scores_every_candidate_in_one_call_and_penalises_truncation():
