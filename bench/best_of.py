@@ -33,6 +33,19 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE
 sys.path.insert(0, os.path.dirname(_HERE))
 
 
+HEADER = ("| decoding | J | STA | SIM | FL | copy | s/sentence | sampling s/sent | reranking s/sent |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+
+def table_row(label: str, s: dict, greedy_j: float | None, total: float, sampling: float, rerank: float,
+              mark: str = "") -> str:
+    """One row of the printed table; ``greedy_j`` (None on the greedy row) adds the J difference, ``mark``
+    ("~") flags seconds that are scaled, not measured."""
+    delta = "" if greedy_j is None else f" ({s['J'] - greedy_j:+.3f})"
+    return (f"| {label} | {s['J']:.3f}{delta} | {s['STA']:.3f} | {s['SIM']:.3f} | {s['FL']:.3f} | {s['copy']:.1%} | "
+            f"{mark}{total:.2f} | {mark}{sampling:.2f} | {mark}{rerank:.2f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Other flags go to detox-eval.")
     p.add_argument("--model", default="outputs/rl/default", help="Model to decode (default: outputs/rl/default).")
@@ -60,18 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         report = json.load(fh)
     n = report["test_set"]["sentences"]
     print(f"\nbest-of-n on {n} dev sentences ({report['test_set']['source']}), model {a.model}")
-    print("| decoding | J | STA | SIM | FL | copy | s/sentence | sampling s/sent | reranking s/sent |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(HEADER)
     greedy_j = report["systems"]["greedy"]["scores"]["J"]
     for name, row in report["systems"].items():
-        s = row["scores"]
         total = (row.get("generation_seconds") or 0.0) / n
         sampling = row.get("sampling_seconds", row.get("generation_seconds") or 0.0) / n
         rerank = row.get("rerank_seconds", 0.0) / n
         label = "greedy" if name == "greedy" else f"best of {row['best_of']}"
-        delta = "" if name == "greedy" else f" ({s['J'] - greedy_j:+.3f})"
-        print(f"| {label} | {s['J']:.3f}{delta} | {s['STA']:.3f} | {s['SIM']:.3f} | {s['FL']:.3f} | "
-              f"{s['copy']:.1%} | {total:.2f} | {sampling:.2f} | {rerank:.2f} |")
+        print(table_row(label, row["scores"], None if name == "greedy" else greedy_j, total, sampling, rerank))
     print(f"\nreport: {os.path.join(out, 'eval.md')}")
     return 0
 
@@ -110,8 +119,7 @@ def nested(a, extra: list[str]) -> int:
     n = len(test.sources)
     print(f"\nbest-of-n on {n} {cfg.eval_split} sentences ({test.description['source']}), model {a.model}; "
           f"best-of-k < {top} from the first k of the {top} candidates, seconds scaled (~)")
-    print("| decoding | J | STA | SIM | FL | copy | s/sentence | sampling s/sent | reranking s/sent |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(HEADER)
     report = {"test_set": test.description, "judges": judges_cfg.describe(), "model": a.model, "best_of": top,
               "sampling": {"temperature": settings.temperature, "top_p": settings.top_p, "seed": settings.seed},
               "systems": {}}
@@ -119,13 +127,10 @@ def nested(a, extra: list[str]) -> int:
     for key, (outputs, sampling, rerank) in rows.items():
         s = system_scores(test.sources, outputs, test.references,
                           judges.score(test.sources, outputs, test.references), sampling + rerank)
-        greedy_j = s["J"] if greedy_j is None else greedy_j
         label = "greedy" if key == "greedy" else f"best of {key}"
-        delta = "" if key == "greedy" else f" ({s['J'] - greedy_j:+.3f})"
         mark = "~" if key != "greedy" and key < top else ""
-        print(f"| {label} | {s['J']:.3f}{delta} | {s['STA']:.3f} | {s['SIM']:.3f} | {s['FL']:.3f} | "
-              f"{s['copy']:.1%} | {mark}{(sampling + rerank) / n:.2f} | {mark}{sampling / n:.2f} | "
-              f"{mark}{rerank / n:.2f} |")
+        print(table_row(label, s, greedy_j, (sampling + rerank) / n, sampling / n, rerank / n, mark))
+        greedy_j = s["J"] if greedy_j is None else greedy_j  # rows start with greedy
         report["systems"][label] = {"scores": s, "sampling_seconds": sampling, "rerank_seconds": rerank,
                                     "outputs": outputs}
     report["candidates"] = [{"source": src, "candidates": c, "scores": sc}
