@@ -166,10 +166,9 @@ def test_shipped_presets_parse(path):
     if name == "full":  # it shares the stand-alone default runs, so either one reuses the other
         assert (p.dirs["sft"], p.dirs["ppo"]) == ("outputs/sft/default", "outputs/rl/default")
         assert p.parse("sft")[4].output_dir == "outputs/sft/default"
-    if name == "full":
-        assert p.best_of == 8
+    assert p.best_of == 8
     if name == "quick":
-        assert p.best_of == 4
-        sft_args = p.parse("sft")[4]
+        sft_args, sft_model = p.parse("sft")[4], p.parse("sft")[2]
         assert (sft_args.max_steps, sft_args.per_device_train_batch_size, sft_args.loss) == (80, 16, "ce")
+        assert (sft_model.finetuning, sft_args.learning_rate) == ("full", 5e-5)
         assert p.parse("sft")[0].max_train_pairs == 1280 and p.parse("ppo")[4].max_steps == 10
