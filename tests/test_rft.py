@@ -221,7 +221,9 @@ def test_shipped_rft_config_parses_with_its_entry_point():
     from rl.rft import parse
 
     data, vocab, reward, cfg = parse(["--config", os.path.join(ROOT, "configs", "rl", "rft.yaml")])
-    assert (cfg.algorithm, cfg.model_name_or_path, cfg.sft_loss) == ("rft", "outputs/sft/default", "ce")
+    assert (cfg.algorithm, cfg.model_name_or_path, cfg.sft_loss) == ("rft", "outputs/sft/default", "toxic_mask")
+    # each round fully fine-tunes at full fine-tuning's rate (docs/rft.md: the default config)
+    assert (cfg.sft_learning_rate, cfg.sft_overrides, cfg.rounds) == (5e-5, ["finetuning=full"], 2)
     assert data.max_train_pairs is None and data.split_seed == 42  # every training source; the SFT run's dev split
     assert reward.form == "product" and cfg.rounds * cfg.sources_per_round * cfg.samples_per_source == 8192
     with pytest.raises(ValueError, match="sft_overrides: 'seed' is set by RFT itself"):
