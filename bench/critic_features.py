@@ -61,11 +61,16 @@ def copy_share(scores: list[float], copies: list[bool]) -> float:
 
 
 def gae_returns(z: float, length: int, lam: float):
-    """``R_t = lam^(T-1-t) z``: the GAE(gamma=1, lam) return of a zero critic when the only reward is ``z`` at
-    the end."""
+    """PPO's GAE(gamma=1, lam) returns (``rl.core.gae``) of a zero critic when the only reward is ``z`` at the
+    last token: ``R_t = lam^(T-1-t) z``."""
     import torch
 
-    return z * lam ** torch.arange(length - 1, -1, -1, dtype=torch.float64)
+    from rl.core import gae
+
+    rewards = torch.zeros(1, length, dtype=torch.float64)
+    rewards[0, -1] = z
+    zeros = torch.zeros_like(rewards)
+    return gae(rewards, zeros, torch.ones_like(rewards), 1.0, lam)[1][0]
 
 
 def causal_mean(states):
@@ -170,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
             x = torch.cat(per_seq[part])[None]
             y = torch.cat(returns[part])[None]
             moments.append(rollout_moments(x, y, torch.ones_like(y)))
-        line = f"{name:<16} {x.shape[-1]:>5}"
+        line = f"{name:<16} {per_seq[0].shape[-1]:>5}"
         for k in args.replay:
             evs = []
             for j in range(first, n_roll):
