@@ -67,7 +67,9 @@ def run_ppo_for(model: str, minutes: float, out: str, extra: list[str]) -> tuple
     prompts = training_sources(load_detox_data(data_cfg).train, policy.formatter, args.max_prompt_length)
     trainer = DetoxPPOTrainer(args, policy, reward, prompts)
     while (time.perf_counter() - start) / 60 < minutes:
-        trainer.step()
+        stats = trainer.step()
+        print(f"ppo step {trainer.state.step}: {(time.perf_counter() - start) / 60:.1f} of {minutes:.1f} min, "
+              f"score {stats['reward/score']:.3f}, kl {stats['ppo/kl']:.2f}", flush=True)
     used = (time.perf_counter() - start) / 60
     summary = {"before": {}, "after": {}, "steps": trainer.state.step, "train_minutes": round(used, 2)}
     save_ppo_result(trainer, model_cfg, summary, {
