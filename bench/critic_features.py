@@ -97,10 +97,7 @@ def response_states(model, tok, formatter, source: str, output: str, layers: lis
     copy-so-far flags under ``"copy"``."""
     import torch
 
-    from detoxrl.prompts import prompt_adds_special_tokens
-
-    special = prompt_adds_special_tokens(formatter.cfg, tok, formatter.family)
-    prompt = tok(formatter.prompt(source), add_special_tokens=special)["input_ids"]
+    prompt = formatter.prompt_ids(source)
     response = tok(formatter.target(output), add_special_tokens=False)["input_ids"]
     ids = torch.tensor([prompt + response])
     with torch.no_grad():

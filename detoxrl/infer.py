@@ -55,7 +55,7 @@ from detoxrl.runcard import has_card
 from detoxrl.models.runs import read_run
 from detoxrl.models.trained import load_trained
 from detoxrl.paths import resolve_path
-from detoxrl.prompts import PromptFormatter, prompt_adds_special_tokens
+from detoxrl.prompts import PromptFormatter
 from detoxrl import validate
 from detoxrl.validate import ENCODING_HELP, check_generation
 
@@ -174,8 +174,7 @@ class Detoxifier:
         budget = self.max_input_length
         limit = model_limit(self.model, tok)
         if limit is not None:
-            special = prompt_adds_special_tokens(fmt.cfg, tok, fmt.family)
-            template = len(tok(fmt.prompt(""), add_special_tokens=special)["input_ids"])
+            template = len(fmt.prompt_ids(""))
             new = self.settings.max_new_tokens if fmt.family == "causal" else 0
             room = limit - template - new - LIMIT_MARGIN
             if room < 1:

@@ -104,6 +104,11 @@ class PromptFormatter:
     def target(self, text: str) -> str:
         return build_target(text, self.tokenizer, self.family)
 
+    def prompt_ids(self, text: str, **kwargs) -> list[int]:
+        """Token ids of one prompt, with the special tokens the prompt format calls for (kwargs: truncation)."""
+        special = prompt_adds_special_tokens(self.cfg, self.tokenizer, self.family)
+        return self.tokenizer(self.prompt(text), add_special_tokens=special, **kwargs)["input_ids"]
+
     def encode_prompts(self, texts: list[str], **kwargs):
         """Tokenize prompts for generation (left padding for causal models)."""
         if self.family == "causal":

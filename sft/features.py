@@ -20,7 +20,7 @@ import torch
 
 from detoxrl.data import Pair
 from detoxrl.errors import UserError
-from detoxrl.prompts import PromptFormatter, prompt_adds_special_tokens
+from detoxrl.prompts import PromptFormatter
 from detoxrl.vocab import ToxicLexicon, toxic_token_mask
 from sft.losses import IGNORE, toxic_mask_weights
 
@@ -94,8 +94,7 @@ class FeatureBuilder:
         return result.weights
 
     def encode(self, pair: Pair) -> dict:
-        prompt = self.tok(self.fmt.prompt(pair.source), truncation=True, max_length=self.max_src,
-                          add_special_tokens=prompt_adds_special_tokens(self.fmt.cfg, self.tok, self.fmt.family))["input_ids"]
+        prompt = self.fmt.prompt_ids(pair.source, truncation=True, max_length=self.max_src)
         target, offsets = self.target_ids(pair.target)
         weights = self.weights(pair, target, offsets)
         self.stats.pairs += 1
