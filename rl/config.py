@@ -27,6 +27,10 @@ from transformers import TrainingArguments
 
 from rl.core import KLEstimator
 
+# PPO's critic settings and the values they take for GRPO/RLOO, which have no critic (DetoxPPOConfig.__post_init__)
+PPO_CRITIC_OFF = {"critic_warmup_steps": 0, "samples_per_prompt": 1, "value_features": "hidden",
+                  "value_replay_steps": 0, "value_ridge": None, "value_shrink": 1.0}
+
 
 @dataclass
 class DetoxPPOConfig(TrainingArguments):
@@ -46,7 +50,10 @@ class DetoxPPOConfig(TrainingArguments):
         default="shared", metadata={"help": "shared: the value head reads the policy's hidden states. separate: its "
                                             "own copy of the SFT model (with its own adapter) feeds the value head."})
     # rollouts
-    rollout_batch_size: int = field(default=16, metadata={"help": "Prompts answered and scored per PPO step, per process."})
+    rollout_batch_size: int = field(default=16, metadata={"help": "Responses sampled and scored per PPO step, per process."})
+    samples_per_prompt: int = field(
+        default=1, metadata={"help": "ppo: responses to each training source in a rollout (rollout_batch_size / this "
+                             "sources, each answered this many times; value_features lexicon+sibling needs >= 2)."})
     num_mini_batches: int = field(default=1, metadata={"help": "Optimiser steps per PPO epoch (minibatches of the rollout)."})
     ppo_epochs: int = field(default=2, metadata={"help": "Passes over each rollout."})
     max_prompt_length: int = field(default=96, metadata={"help": "Prompt tokens kept (longer prompts are cut from the left)."})
@@ -99,6 +106,14 @@ class DetoxPPOConfig(TrainingArguments):
     value_ridge: float | None = field(
         default=None, metadata={"help": "Ridge strength of that fit, relative to the mean feature variance (unset: "
                                 "chosen at every fit as the one that best predicts the newest rollout)."})
+    value_features: Literal["hidden", "lexicon", "lexicon+sibling"] = field(
+        default="hidden", metadata={"help": "ppo: what the critic reads. hidden: the value head on the last hidden state. "
+                                    "lexicon: copy / toxic-lexicon features of the rewrite so far; lexicon+sibling: "
+                                    "those and the other responses' scores to the same source. The last two are fitted "
+                                    "by the replay fit (value_replay_steps >= 1; docs/rl.md, Critic)."})
+    value_shrink: float = field(
+        default=1.0, metadata={"help": "ppo, value_features lexicon*: values are m + value_shrink x (fit - m), m the "
+                               "replay buffer's mean return (1: the fit itself)."})
     early_stop_kl: float | None = field(
         default=None, metadata={"help": "Stop a step's remaining PPO epochs once a minibatch's approximate KL passes this."})
     # reward shaping
@@ -155,19 +170,35 @@ class DetoxPPOConfig(TrainingArguments):
             raise ValueError(f"max_packed_tokens must be >= 1 (got {self.max_packed_tokens})")
         if self.value_learning_rate is not None and not self.value_learning_rate > 0:
             raise ValueError(f"value_learning_rate must be > 0 or unset (got {self.value_learning_rate})")
-        if self.critic_warmup_steps > 0 and self.algorithm != "ppo":  # the default config warms PPO's critic up
-            logging.getLogger("detoxrl").warning("critic_warmup_steps %d ignored: algorithm %s has no critic",
-                                                 self.critic_warmup_steps, self.algorithm)
-            self.critic_warmup_steps = 0
+        if self.algorithm != "ppo":  # the default config sets PPO's critic up; `--algorithm grpo` still works with it
+            changed = {k: getattr(self, k) for k, v in PPO_CRITIC_OFF.items() if getattr(self, k) != v}
+            if changed:
+                logging.getLogger("detoxrl").warning(
+                    "%s ignored: algorithm %s has no critic and groups its completions by num_generations",
+                    ", ".join(f"{k} {v}" for k, v in changed.items()), self.algorithm)
+                for k in changed:
+                    setattr(self, k, PPO_CRITIC_OFF[k])
         if not 0 <= self.critic_warmup_steps < self.max_steps:
             raise ValueError(f"critic_warmup_steps must be >= 0 and < max_steps {self.max_steps} "
                              f"(got {self.critic_warmup_steps}); for a short run pass --critic_warmup_steps 0")
         if self.value_replay_steps < 0:
             raise ValueError(f"value_replay_steps must be >= 0 (0: off; got {self.value_replay_steps})")
-        if self.value_replay_steps and self.algorithm != "ppo":
-            raise ValueError(f"value_replay_steps: algorithm {self.algorithm} has no critic; set it to 0")
         if self.value_ridge is not None and not self.value_ridge > 0:
             raise ValueError(f"value_ridge must be > 0 or unset (got {self.value_ridge})")
+        if self.samples_per_prompt < 1 or self.rollout_batch_size % self.samples_per_prompt:
+            raise ValueError(f"samples_per_prompt {self.samples_per_prompt} must be >= 1 and divide rollout_batch_size "
+                             f"{self.rollout_batch_size}")
+        if self.value_features != "hidden":
+            if not self.value_replay_steps:
+                raise ValueError(f"value_features {self.value_features}: a feature critic is fitted by the replay fit; "
+                                 "set value_replay_steps >= 1 (or value_features hidden)")
+            if self.critic != "shared":
+                raise ValueError(f"value_features {self.value_features} reads no model: set critic shared")
+        if self.value_features == "lexicon+sibling" and self.samples_per_prompt < 2:
+            raise ValueError("value_features lexicon+sibling reads the other responses to a source: set "
+                             "samples_per_prompt >= 2 (or value_features lexicon)")
+        if not 0 < self.value_shrink <= 1:
+            raise ValueError(f"value_shrink must be in (0, 1] (got {self.value_shrink})")
         if self.value_ridge is not None and not self.value_replay_steps:
             raise ValueError("value_ridge is only used by the replay fit; set value_replay_steps >= 1 or unset it")
         super().__post_init__()

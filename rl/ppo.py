@@ -131,7 +131,7 @@ def run(args=None) -> dict:
     from rl.save import save_ppo_result
     from rl.trainer import DetoxPPOTrainer
 
-    trainer = DetoxPPOTrainer(ppo_args, policy, reward, prompts, evaluator=evaluator)
+    trainer = DetoxPPOTrainer(ppo_args, policy, reward, prompts, evaluator=evaluator, lexicon=lexicon)
     summary = trainer.train(resume_from=resume)
     minutes = (time.perf_counter() - start) / 60
     summary["train_minutes"] = round(minutes, 2)

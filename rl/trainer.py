@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -44,6 +44,7 @@ from rl.core import (AdaptiveKLController, FixedKLController, RunningMoments, ch
                      kl_penalty, masked_mean, masked_whiten, normalisation_scale, normalise_scores, penalise_truncation,
                      per_token_rewards, policy_loss, value_loss)
 from rl.policy import Policy
+from rl.feature_critic import FeatureCritic
 from rl.rollout import Rollout, eos_ids, generate_rollout, length_caps
 from rl.value_fit import ValueReplay, rollout_moments
 from rl.value_head import ForwardOut, PolicyWithValue
@@ -64,7 +65,7 @@ class TrainerState:
 
 class DetoxPPOTrainer:
     def __init__(self, args: DetoxPPOConfig, policy: Policy, reward: CompositeReward, prompts: list[str],
-                 accelerator=None, evaluator=None):
+                 accelerator=None, evaluator=None, lexicon=None):
         from accelerate import Accelerator
         from transformers import get_scheduler
 
@@ -79,6 +80,8 @@ class DetoxPPOTrainer:
                 disable_dropout_in_model(m)
         self.module = PolicyWithValue(policy.model, policy.family, policy.critic, pack=args.pack_sequences,
                                       max_packed_tokens=args.max_packed_tokens)
+        if args.value_features != "hidden":  # the feature critic replaces the head: keep it out of the optimiser
+            self.module.value_head.requires_grad_(False)
         critic_params = [p for m in (self.module.value_head, self.module.critic) if m is not None
                          for p in m.parameters() if p.requires_grad]
         critic_ids = {id(p) for p in critic_params}
@@ -103,7 +106,17 @@ class DetoxPPOTrainer:
         self.gen_kwargs = dict(do_sample=True, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                top_k=args.top_k, top_p=args.top_p)
         self.fused = args.micro_batch_size == args.rollout_batch_size
-        self.value_replay = ValueReplay(args.value_replay_steps, args.value_ridge) if args.value_replay_steps else None
+        self.feature_critic = None
+        if args.value_features != "hidden":
+            if lexicon is None:
+                raise UserError(f"value_features {args.value_features} needs the toxic lexicon (lexicon_dir)")
+            ratio = getattr(getattr(reward, "cfg", None), "max_length_ratio", 2.0)  # the reward's blow-up threshold
+            self.feature_critic = FeatureCritic(args.value_features, policy.tokenizer, lexicon, args.value_replay_steps,
+                                                args.value_ridge, args.value_shrink, args.samples_per_prompt, ratio)
+        # what checkpoints save: the head's replay fit, or the feature critic's buffer
+        self.value_replay = (self.feature_critic.replay if self.feature_critic is not None else
+                             ValueReplay(args.value_replay_steps, args.value_ridge) if args.value_replay_steps else None)
+        self.head_replay = self.value_replay is not None and self.feature_critic is None  # the replay sets the head
         self.head_params = list(self.module.value_head.parameters())
 
     @property
@@ -112,8 +125,11 @@ class DetoxPPOTrainer:
 
     # ---------------------------------------------------------------------------------------------- rollout
     def sample_sources(self) -> list[str]:
-        idx = torch.randint(len(self.prompts), (self.args.rollout_batch_size,), generator=self.prompt_gen)
-        return [self.prompts[i] for i in idx.tolist()]
+        """``rollout_batch_size / samples_per_prompt`` training sources, each repeated ``samples_per_prompt`` times
+        in a row (rows ``g*n .. g*n+n-1`` answer the same source)."""
+        n = self.args.samples_per_prompt
+        idx = torch.randint(len(self.prompts), (self.args.rollout_batch_size // n,), generator=self.prompt_gen)
+        return [self.prompts[i] for i in idx.tolist() for _ in range(n)]
 
     def collect(self) -> tuple[Rollout, torch.Tensor, dict]:
         """Generate, score, penalise truncation and normalise: ``(rollout, score (B,), reward stats)``."""
@@ -171,10 +187,18 @@ class DetoxPPOTrainer:
         stats["time/reference_s"] = t_update - t_ref
         stats["work/scored_tokens"] = float(self.unwrapped.scored_tokens(*ro.tensors()))
         old = adv = returns = kl = None
-        replay = self.value_replay is not None  # the replay fit reads the first pass's features
+        replay = self.head_replay  # the head's replay fit reads the first pass's features
+        head = self.feature_critic is None  # else the values come from the feature critic, and no value loss
+        if not head:
+            t_feat = time.perf_counter()
+            critic_x = self.feature_critic.features(ro.sources, ro.response.cpu(), mask.cpu(), score)
+            critic_values = self.feature_critic.values(critic_x, mask)
+            stats["time/critic_features_s"] = time.perf_counter() - t_feat
         if not self.fused:
             with torch.no_grad():
-                old = self.model(*ro.tensors(), temperature=a.temperature, with_features=replay).detached()
+                old = self.model(*ro.tensors(), temperature=a.temperature, with_values=head,
+                                 with_features=replay).detached()
+            old = old if head else replace(old, values=critic_values)
             adv, returns, kl = self.advantages(old, ref_logprobs, score, mask, step)
         acc = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "vf_clipfrac", "approx_kl", "entropy")}
         stopped = False
@@ -187,16 +211,16 @@ class DetoxPPOTrainer:
                 for micro in mb.split(a.micro_batch_size):
                     micro = micro.to(mask.device)
                     with self.accelerator.accumulate(self.model):
-                        out = self.model(*ro.tensors(micro), temperature=a.temperature,
+                        out = self.model(*ro.tensors(micro), temperature=a.temperature, with_values=head,
                                          with_features=replay and old is None)
                         if old is None:  # fused first pass: the current policy IS the rollout policy
-                            old = out.detached()
+                            old = out.detached() if head else replace(out.detached(), values=critic_values)
                             adv, returns, kl = self.advantages(old, ref_logprobs, score, mask, step)
                         m = mask[micro]
                         pg, clipfrac, approx_kl = policy_loss(out.logprobs, old.logprobs[micro], adv[micro], m,
                                                               a.clip_range)
-                        vf, vf_clipfrac = value_loss(out.values, old.values[micro], returns[micro], m,
-                                                     a.clip_range_value)
+                        vf, vf_clipfrac = (value_loss(out.values, old.values[micro], returns[micro], m,
+                                                      a.clip_range_value) if head else (pg.new_zeros(()),) * 2)
                         # warm-up: 0 * pg keeps every parameter in the graph (DDP), its gradients are then dropped
                         loss = (0.0 if warmup else 1.0) * pg + a.vf_coef * vf
                         check_finite("loss", loss, step)
@@ -204,7 +228,7 @@ class DetoxPPOTrainer:
                         if warmup:
                             for p in self.actor_params:
                                 p.grad = None
-                        if self.value_replay is not None:  # the head is set by the replay fit only
+                        if self.head_replay:  # the head is set by the replay fit only
                             for p in self.head_params:
                                 p.grad = None
                         if self.accelerator.sync_gradients and a.max_grad_norm:
@@ -222,8 +246,11 @@ class DetoxPPOTrainer:
                     break
             if stopped:
                 break
-        if self.value_replay is not None:
+        if self.head_replay:
             stats.update(self.refit_value_head(old, returns, mask))
+        elif not head:
+            fit = self.feature_critic.update(critic_x, returns, mask, self._sum_moments)
+            stats.update({f"ppo/{k}": v for k, v in fit.items()})
         seq_kl = float((kl.sum(1)).mean())
         self.kl_ctl.update(self._mean_all(seq_kl), B * self.accelerator.num_processes)
         stats.update({f"ppo/{k}": sum(v) / len(v) for k, v in acc.items() if v})
@@ -240,14 +267,17 @@ class DetoxPPOTrainer:
     def refit_value_head(self, old: ForwardOut, returns: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
         """Add this rollout's (features, returns) statistics, summed over processes, to the replay buffer and set
         the head to the ridge fit on it: every process fits the same head from the same numbers."""
-        moments = rollout_moments(old.features, returns, mask)
-        if self.accelerator.num_processes > 1:
-            moments = {k: self.accelerator.reduce(v.to(self.accelerator.device), reduction="sum").cpu()
-                       for k, v in moments.items()}
-        self.value_replay.add(moments)
+        self.value_replay.add(self._sum_moments(rollout_moments(old.features, returns, mask)))
         w, b, fit = self.value_replay.fit()
         self.unwrapped.value_head.set(w, b)
         return {f"ppo/{k}": v for k, v in fit.items()}
+
+    def _sum_moments(self, moments: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A rollout's replay statistics summed over processes (every process then fits the same critic)."""
+        if self.accelerator.num_processes == 1:
+            return moments
+        return {k: self.accelerator.reduce(v.to(self.accelerator.device), reduction="sum").cpu()
+                for k, v in moments.items()}
 
     # ---------------------------------------------------------------------------------------------- the run
     def train(self, resume_from: str | None = None) -> dict:

@@ -52,9 +52,23 @@ def ppo_args(out, **kw) -> DetoxPPOConfig:
 
 
 def make_trainer(model_dir: str, out, reward=None, finetuning: str = "full", seed: int = 0, policy_adapter="new",
-                 critic="shared", **kw) -> DetoxPPOTrainer:
+                 critic="shared", lexicon=None, **kw) -> DetoxPPOTrainer:
     set_seed(seed)
     mc = DetoxModelConfig(model_name_or_path=model_dir, finetuning=finetuning, lora_r=4, lora_alpha=8,
                           lora_target_modules=["all-linear"])
     policy = load_policy(mc, policy_adapter, critic)
-    return DetoxPPOTrainer(ppo_args(out, **kw), policy, reward or CharShareReward(), PROMPTS)
+    return DetoxPPOTrainer(ppo_args(out, **kw), policy, reward or CharShareReward(), PROMPTS, lexicon=lexicon)
+
+
+def straight_and_resumed(run: str, tmp_path, **kw) -> tuple[DetoxPPOTrainer, DetoxPPOTrainer]:
+    """A run trained straight through (checkpoint every ``save_steps``), and one resumed from its ``checkpoint-2``
+    with another seed, which must then repeat it. The checkpoint holds the replay buffer."""
+    import os
+
+    straight = make_trainer(run, tmp_path / "a", save_total_limit=5, **kw)
+    straight.train()
+    ckpt = tmp_path / "a" / "checkpoint-2"
+    assert "value_replay.safetensors" in os.listdir(ckpt)
+    resumed = make_trainer(run, tmp_path / "b", seed=123, **kw)
+    resumed.train(resume_from=str(ckpt))
+    return straight, resumed
