@@ -4,7 +4,8 @@ Written by hand because TRL removed its PPOTrainer (1.13) and it never took a se
 Python reward. It uses TRL's ``selective_log_softmax``/``entropy_from_logits`` (in
 ``rl/value_head.py``) and ``disable_dropout_in_model``. One ``step`` reads top to bottom:
 
-1. sample ``rollout_batch_size`` training sources and generate one response each (``rl/rollout.py``);
+1. sample ``rollout_batch_size / samples_per_prompt`` training sources and generate ``samples_per_prompt``
+   responses to each (``rl/rollout.py``);
 2. score them with the composite reward, subtract ``truncation_penalty`` where no EOS came, and
    normalise (``reward_norm``);
 3. log-probs under the reference; log-probs and values under the current policy (recorded during
@@ -18,7 +19,9 @@ Python reward. It uses TRL's ``selective_log_softmax``/``entropy_from_logits`` (
    ``critic_warmup_steps`` steps only the value loss is optimised and the actor's weights do not move;
    the critic (value head, and a separate critic model) has its own AdamW group (``value_learning_rate``);
    with ``value_replay_steps: K`` the head is not moved by AdamW (its gradients are dropped) but refitted
-   after the epochs by ridge regression over the last K rollouts (``rl/value_fit.py``);
+   after the epochs by ridge regression over the last K rollouts (``rl/value_fit.py``); with
+   ``value_features: lexicon*`` the values come from that fit on features of the rewrite instead
+   (``rl/feature_critic.py``), the head is frozen and there is no value loss;
 6. update the KL coefficient, log, checkpoint every ``save_steps``.
 
 All arithmetic is in ``rl/core.py``.
@@ -43,8 +46,8 @@ from rl.config import DetoxPPOConfig
 from rl.core import (AdaptiveKLController, FixedKLController, RunningMoments, check_finite, explained_variance, gae,
                      kl_penalty, masked_mean, masked_whiten, normalisation_scale, normalise_scores, penalise_truncation,
                      per_token_rewards, policy_loss, value_loss)
-from rl.policy import Policy
 from rl.feature_critic import FeatureCritic
+from rl.policy import Policy
 from rl.rollout import Rollout, eos_ids, generate_rollout, length_caps
 from rl.value_fit import ValueReplay, rollout_moments
 from rl.value_head import ForwardOut, PolicyWithValue
