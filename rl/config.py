@@ -29,7 +29,7 @@ from rl.core import KLEstimator
 
 # PPO's critic settings and the values they take for GRPO/RLOO, which have no critic (DetoxPPOConfig.__post_init__)
 PPO_CRITIC_OFF = {"critic_warmup_steps": 0, "samples_per_prompt": 1, "value_features": "hidden",
-                  "value_replay_steps": 0, "value_ridge": None, "value_shrink": 1.0}
+                  "value_replay_steps": 0, "value_ridge": None, "value_shrink": 1.0, "value_units": "raw"}
 
 
 @dataclass
@@ -114,6 +114,10 @@ class DetoxPPOConfig(TrainingArguments):
     value_shrink: float = field(
         default=1.0, metadata={"help": "ppo, value_features lexicon*: values are m + value_shrink x (fit - m), m the "
                                "replay buffer's mean return (1: the fit itself)."})
+    value_units: Literal["raw", "rollout"] = field(
+        default="raw", metadata={"help": "ppo, value_features lexicon*: raw: the fit predicts the returns as they are. "
+                                 "rollout: in standard deviations of the rollout's scores about their mean, so the "
+                                 "values spread as much as this rollout's scores do (docs/rl.md, Critic)."})
     early_stop_kl: float | None = field(
         default=None, metadata={"help": "Stop a step's remaining PPO epochs once a minibatch's approximate KL passes this."})
     # reward shaping
@@ -197,6 +201,9 @@ class DetoxPPOConfig(TrainingArguments):
         if self.value_features == "lexicon+sibling" and self.samples_per_prompt < 2:
             raise ValueError("value_features lexicon+sibling reads the other responses to a source: set "
                              "samples_per_prompt >= 2 (or value_features lexicon)")
+        if self.value_units != "raw" and self.value_features == "hidden":
+            raise ValueError(f"value_units {self.value_units} is read by the feature critic only: set value_features "
+                             "lexicon or lexicon+sibling (or value_units raw)")
         if not 0 < self.value_shrink <= 1:
             raise ValueError(f"value_shrink must be in (0, 1] (got {self.value_shrink})")
         if self.value_ridge is not None and not self.value_replay_steps:

@@ -2,21 +2,34 @@
 
 The value of response token ``t`` is ``V_t = m + a (w . x_t + b - m)``: ``(w, b)`` the ridge regression of the GAE
 returns on ``x`` over the last ``value_replay_steps`` rollouts (``rl/value_fit.py``), ``m`` their mean return and
-``a`` = ``value_shrink``. ``x_t`` reads only what the value of token ``t`` may know: the source and the response
-tokens before ``t`` (``prefix_features``), plus with ``lexicon+sibling`` the normalised score of the other
-responses to the same source in the rollout (``samples_per_prompt >= 2``; RLOO's baseline, valid because they are
-sampled independently of this response's tokens).
+``a`` = ``value_shrink``. With ``value_units: rollout`` the fit reads and predicts returns in the rollout's own units,
+``(R - c) / s`` with ``c``, ``s`` the mean and standard deviation of the rollout's (normalised) scores, and the values
+are ``c + s V_t``: a rollout whose scores spread half as much gets values that spread half as much. Why: explained
+variance is ``1 - Var(R - V) / Var(R)``, so a constant offset costs nothing but values that spread more than the
+returns do cost everything: it is > 0 exactly when the rollout's regression slope of ``R`` on ``V`` is above 1/2.
+In raw units a fit made while the policy still copied (a copy is 2.6 standard deviations down) overshoots a later
+rollout of close scores, and that rollout's slope falls below 1/2 (seed 43 of docs/rl.md); in the rollout's units
+the values spread as this rollout's scores do, whatever the spread of the rollouts the fit was made on. ``c`` and
+``s`` read every response's score, this one's included (weight ``1/B``): the same dependence as whitening the
+advantages over the rollout, which the default does too. With several processes each reads its own rollout.
+
+``x_t`` reads only what the value of token ``t`` may know: the source and the response tokens before ``t``
+(``prefix_features``), plus with ``lexicon+sibling`` the normalised score of the other responses to the same source
+in the rollout (``samples_per_prompt >= 2``; RLOO's baseline, valid because they are sampled independently of this
+response's tokens).
 
 Why hand-made features and not the policy's hidden states: a linear head on the last hidden state explains a few
 per cent of a return at best (``bench/critic_features.py``), so PPO's explained variance stayed at or below 0 on a
 quarter of the steps. Most of a score's spread is whether the rewrite is still a verbatim copy (the copy penalty:
 2.6 standard deviations), whether toxic words were kept, whether it blew up in length (that penalty), and how
-hard the source is, which these features carry and a second sample of the same source measures. Written by hand: no library has a critic for text rewrites.
+hard the source is, which these features carry and a second sample of the same source measures. Written by hand:
+no library has a critic for text rewrites.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -26,6 +39,22 @@ from rl.value_fit import ValueReplay, rollout_moments
 PREFIX_FEATURES = ("copy", "copy_cover", "toxic_words", "source_toxic_words", "source_clean", "position",
                    "copied_toxic", "length_ratio", "over_length")
 KINDS = ("hidden", "lexicon", "lexicon+sibling")
+UNITS = ("raw", "rollout")
+UNITS_FLOOR = 0.05  # a rollout's score std is read as at least this: near-identical scores would blow its returns up
+
+
+class CriticInput(NamedTuple):
+    """One rollout as the critic reads it: ``x (B, T, dims)`` and the units ``(R - centre) / scale`` it fits in."""
+
+    x: torch.Tensor
+    centre: float = 0.0
+    scale: float = 1.0
+
+
+def rollout_units(score: torch.Tensor) -> tuple[float, float]:
+    """``(mean, max(std, UNITS_FLOOR))`` of a rollout's scores (population std). Example: ``[1, 3]`` -> ``(2, 1)``."""
+    s = score.double()
+    return float(s.mean()), max(float(s.std(unbiased=False)), UNITS_FLOOR)
 
 
 def prefix_features(tokenizer, lexicon, source: str, response_ids: list[int],
@@ -67,10 +96,13 @@ class FeatureCritic:
     """
 
     def __init__(self, kind: str, tokenizer, lexicon, steps: int, ridge: float | None, shrink: float, group: int,
-                 max_length_ratio: float = 2.0):
+                 max_length_ratio: float = 2.0, units: str = "raw"):
         if kind not in KINDS[1:]:
             raise ValueError(f"value_features {kind!r}: the feature critic takes {' | '.join(KINDS[1:])}")
+        if units not in UNITS:
+            raise ValueError(f"value_units {units!r}: one of {' | '.join(UNITS)}")
         self.kind, self.tokenizer, self.lexicon, self.shrink, self.group = kind, tokenizer, lexicon, shrink, group
+        self.units = units
         self.max_length_ratio = max_length_ratio
         self.replay = ValueReplay(steps, ridge)
         self.fit: tuple[torch.Tensor, torch.Tensor, float] | None = None
@@ -79,32 +111,37 @@ class FeatureCritic:
     def dims(self) -> int:
         return len(PREFIX_FEATURES) + (self.kind == "lexicon+sibling")
 
-    def features(self, sources: list[str], response: torch.Tensor, mask: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-        """``(B, T, dims)`` float64 on the CPU, 0 on padding."""
+    def features(self, sources: list[str], response: torch.Tensor, mask: torch.Tensor,
+                 score: torch.Tensor) -> CriticInput:
+        """``x (B, T, dims)`` float64 on the CPU, 0 on padding, and the rollout's units (the sibling's score is in
+        them)."""
         B, T = response.shape
+        score = score.detach().cpu()
+        centre, scale = rollout_units(score) if self.units == "rollout" else (0.0, 1.0)
         x = torch.zeros(B, T, self.dims, dtype=torch.float64)
         lengths = mask.sum(1).long().tolist()
-        sib = sibling_scores(score.cpu(), self.group) if self.kind == "lexicon+sibling" else None
+        sib = (sibling_scores(score, self.group) - centre) / scale if self.kind == "lexicon+sibling" else None
         for i, (src, n) in enumerate(zip(sources, lengths)):
             x[i, :n, : len(PREFIX_FEATURES)] = prefix_features(self.tokenizer, self.lexicon, src, response[i, :n].tolist(),
                                                                self.max_length_ratio)
             if sib is not None:
                 x[i, :n, -1] = sib[i]
-        return x
+        return CriticInput(x, centre, scale)
 
-    def values(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def values(self, inp: CriticInput, mask: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` float32 values on ``mask``'s device: 0 before the first fit, 0 on padding."""
         if self.fit is None and self.replay.buffer:
             self._refit()
         if self.fit is None:
             return torch.zeros_like(mask, dtype=torch.float32)
         w, b, m = self.fit
-        v = m + self.shrink * (x @ w + b - m)
+        v = inp.centre + inp.scale * (m + self.shrink * (inp.x @ w + b - m))
         return (v.float().to(mask.device)) * mask
 
-    def update(self, x: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, reduce=None) -> dict[str, float]:
-        """Add the rollout's statistics (summed over processes by ``reduce``, if given) and refit."""
-        moments = rollout_moments(x, returns.cpu(), mask.cpu())
+    def update(self, inp: CriticInput, returns: torch.Tensor, mask: torch.Tensor, reduce=None) -> dict[str, float]:
+        """Add the rollout's statistics, in its units (summed over processes by ``reduce``, if given), and refit."""
+        target = (returns.detach().cpu().double() - inp.centre) / inp.scale
+        moments = rollout_moments(inp.x, target, mask.cpu())
         if reduce is not None:
             moments = reduce(moments)
         self.replay.add(moments)

@@ -115,7 +115,8 @@ class DetoxPPOTrainer:
                 raise UserError(f"value_features {args.value_features} needs the toxic lexicon (lexicon_dir)")
             ratio = getattr(getattr(reward, "cfg", None), "max_length_ratio", 2.0)  # the reward's blow-up threshold
             self.feature_critic = FeatureCritic(args.value_features, policy.tokenizer, lexicon, args.value_replay_steps,
-                                                args.value_ridge, args.value_shrink, args.samples_per_prompt, ratio)
+                                                args.value_ridge, args.value_shrink, args.samples_per_prompt, ratio,
+                                                args.value_units)
         # what checkpoints save: the head's replay fit, or the feature critic's buffer
         self.value_replay = (self.feature_critic.replay if self.feature_critic is not None else
                              ValueReplay(args.value_replay_steps, args.value_ridge) if args.value_replay_steps else None)

@@ -12,8 +12,11 @@ from detoxrl.vocab.lexicon import ToxicLexicon
 from rl.core import explained_variance
 from rl.feature_critic import (
     PREFIX_FEATURES,
+    UNITS_FLOOR,
+    CriticInput,
     FeatureCritic,
     prefix_features,
+    rollout_units,
     sibling_scores,
 )
 from tests.rl_helpers import make_run, make_trainer, straight_and_resumed
@@ -65,14 +68,18 @@ def test_sibling_scores_are_the_other_rows_of_the_group():
         sibling_scores(torch.tensor([1.0, 2.0, 3.0]), 2)
 
 
-def _toy_rollout(g, B=16, T=6):
-    """Features whose first column decides the return (a copy scores -2, a rewrite +0.5), with noise."""
+def _toy_rollout(g, B=16, T=6, centre=0.0, scale=1.0, units=False):
+    """Features whose first column decides the return (a copy scores -2, a rewrite +0.5), with noise, the whole
+    return then moved to ``centre + scale * return``. ``units``: the input carries the rollout's units, measured on
+    the last token's return (the score) as the trainer measures them on the scores."""
     x = torch.zeros(B, T, 2, dtype=torch.float64)
     copy = (torch.rand(B, generator=g) < 0.3).double()
     x[:, :, 0] = copy[:, None]
     x[:, :, 1] = torch.rand(B, 1, generator=g)
     returns = (-2.0 * copy + 0.5 * (1 - copy))[:, None] + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
-    return x, returns.float(), torch.ones(B, T)
+    returns = centre + scale * returns
+    inp = CriticInput(x, *rollout_units(returns[:, -1])) if units else CriticInput(x)
+    return inp, returns.float(), torch.ones(B, T)
 
 
 def test_fit_predicts_fresh_rollouts_and_shrinks_towards_the_mean():
@@ -91,6 +98,43 @@ def test_fit_predicts_fresh_rollouts_and_shrinks_towards_the_mean():
     half = critic.values(x, m)
     torch.testing.assert_close(half, (mean + 0.5 * (full.double() - mean)).float())
     assert 0 < explained_variance(half, R, m) < explained_variance(full, R, m)
+
+
+def test_rollout_units_by_hand():
+    assert rollout_units(torch.tensor([1.0, 3.0])) == (2.0, 1.0)
+    assert rollout_units(torch.tensor([0.5, 0.5, 0.5])) == (0.5, UNITS_FLOOR)  # identical scores: the floor
+
+
+def test_rollout_units_follow_a_rollout_whose_scores_spread_less():
+    """Fitted while returns spread by 3 around 2, then a rollout spread by 0.2 around 1: in raw units the values
+    overshoot it (explained variance far below 0); in the rollout's units they spread as its returns do."""
+    evs = {}
+    for units in ("raw", "rollout"):
+        g = torch.Generator().manual_seed(2)
+        critic = FeatureCritic("lexicon", None, LEX, steps=4, ridge=0.01, shrink=0.5, group=1, units=units)
+        for _ in range(4):
+            critic.update(*_toy_rollout(g, centre=2.0, scale=3.0, units=units == "rollout"))
+        inp, R, m = _toy_rollout(g, centre=1.0, scale=0.2, units=units == "rollout")
+        values = critic.values(inp, m)
+        evs[units] = explained_variance(values, R, m)
+        if units == "rollout":  # c + s * (the fit in z units): the fit, by hand
+            w, b, mean = critic.fit
+            z = mean + 0.5 * (inp.x @ w + b - mean)
+            torch.testing.assert_close(values, (inp.centre + inp.scale * z).float())
+    assert evs["raw"] < -0.5 and evs["rollout"] > 0.5, evs
+
+
+def test_the_siblings_score_is_read_in_the_rollouts_units():
+    tok = WordTokenizer(WORDS)
+    score = torch.tensor([1.0, 3.0, 5.0, 7.0])  # mean 4, population std sqrt(5)
+    response, mask = torch.tensor([[0, EOS]] * 4), torch.ones(4, 2)
+    raw = FeatureCritic("lexicon+sibling", tok, LEX, steps=2, ridge=0.1, shrink=1.0, group=2)
+    inp = raw.features(["you are nice"] * 4, response, mask, score)
+    assert (inp.centre, inp.scale) == (0.0, 1.0) and inp.x[:, 0, -1].tolist() == [3, 1, 7, 5]
+    z = FeatureCritic("lexicon+sibling", tok, LEX, steps=2, ridge=0.1, shrink=1.0, group=2, units="rollout")
+    inp = z.features(["you are nice"] * 4, response, mask, score)
+    assert inp.centre == 4.0 and math.isclose(inp.scale, 5 ** 0.5)
+    torch.testing.assert_close(inp.x[:, 1, -1], (torch.tensor([3.0, 1.0, 7.0, 5.0], dtype=torch.float64) - 4) / 5 ** 0.5)
 
 
 def test_a_rebuilt_critic_refits_from_its_buffer():
@@ -126,7 +170,8 @@ def test_samples_per_prompt_repeats_each_source():
 def test_trainer_step_takes_its_values_from_the_feature_critic(run, tmp_path):
     tr = make_trainer(run, tmp_path / "out", lexicon=LEX, value_features="lexicon+sibling", samples_per_prompt=2,
                       value_replay_steps=2, value_ridge=0.1, value_shrink=0.5, max_steps=3, learning_rate=1e-2,
-                      reward_norm="running")
+                      reward_norm="running", value_units="rollout")
+    assert tr.feature_critic.units == "rollout"
     head = tr.unwrapped.value_head
     assert not any(p.requires_grad for p in head.parameters())
     seen = []
@@ -142,9 +187,10 @@ def test_trainer_step_takes_its_values_from_the_feature_critic(run, tmp_path):
         stats = tr.step()
         values, expected, x = seen[-1]
         torch.testing.assert_close(values, expected)  # GAE ran on the feature critic's values
+        assert x.scale != 1.0  # in the rollout's units
         assert math.isfinite(stats["ppo/explained_variance"]) and stats["ppo/value_loss"] == 0
         assert len(tr.value_replay.buffer) == min(step, 2)
-        assert x.shape[-1] == len(PREFIX_FEATURES) + 1
+        assert x.x.shape[-1] == len(PREFIX_FEATURES) + 1
         ro = tr._last_samples[0]
         assert ro.sources[0::2] == ro.sources[1::2]
     assert step == 3 and torch.count_nonzero(seen[-1][0]) > 0  # fitted by then
@@ -176,6 +222,8 @@ def test_feature_critic_config_checks():
         cfg(value_shrink=0.0)
     with pytest.raises(ValueError, match="reads no model: set critic shared"):
         cfg(value_features="lexicon", value_replay_steps=4, critic="separate")
+    with pytest.raises(ValueError, match="value_units rollout is read by the feature critic only"):
+        cfg(value_units="rollout")
 
 
 def test_grpo_ignores_the_ppo_critic_of_the_default_config(caplog):
@@ -185,7 +233,7 @@ def test_grpo_ignores_the_ppo_critic_of_the_default_config(caplog):
     with caplog.at_level("WARNING", logger="detoxrl"):
         args = DetoxPPOConfig(output_dir="x", report_to="none", algorithm="grpo", rollout_batch_size=32,
                               samples_per_prompt=2, value_features="lexicon+sibling", value_replay_steps=4,
-                              value_ridge=0.03, value_shrink=0.5, critic_warmup_steps=5)
+                              value_ridge=0.03, value_shrink=0.5, critic_warmup_steps=5, value_units="rollout")
     assert {k: getattr(args, k) for k in PPO_CRITIC_OFF} == PPO_CRITIC_OFF
     assert "samples_per_prompt 2" in caplog.text and "value_features lexicon+sibling" in caplog.text
     assert args.rollout_batch_size == 32
