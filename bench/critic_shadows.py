@@ -98,4 +98,5 @@ def main(out_path: str, ppo_argv: list[str]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 3 or not sys.argv[1].endswith(".jsonl"):
         sys.exit("usage: python bench/critic_shadows.py <out.jsonl> <rl/ppo.py arguments>")
+    os.makedirs(os.path.dirname(os.path.abspath(sys.argv[1])), exist_ok=True)
     main(sys.argv[1], sys.argv[2:])
