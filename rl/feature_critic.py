@@ -7,9 +7,10 @@ returns on ``x`` over the last ``value_replay_steps`` rollouts (``rl/value_fit.p
 are ``c + s V_t``: a rollout whose scores spread half as much gets values that spread half as much. Why: explained
 variance is ``1 - Var(R - V) / Var(R)``, so a constant offset costs nothing but values that spread more than the
 returns do cost everything: it is > 0 exactly when the rollout's regression slope of ``R`` on ``V`` is above 1/2.
-In raw units a fit made while the policy still copied (a copy is 2.6 standard deviations down) overshoots a later
-rollout of close scores, and that rollout's slope falls below 1/2 (seed 43 of docs/rl.md); in the rollout's units
-the values spread as this rollout's scores do, whatever the spread of the rollouts the fit was made on. ``c`` and
+In raw units a fit made while the policy still copied (a copy is 2.6 standard deviations down) can overshoot a
+later rollout of close scores, whose slope then falls below 1/2; in the rollout's units the values spread as this
+rollout's scores do, whatever the spread of the rollouts the fit was made on. Measured on one PPO run (seed 43,
+docs/rl.md "In the rollout's units") it made no difference: raw and rollout units dipped at the same step. ``c`` and
 ``s`` read every response's score, this one's included (weight ``1/B``): the same dependence as whitening the
 advantages over the rollout, which the default does too. With several processes each reads its own rollout.
 
