@@ -9,6 +9,10 @@
   the field (with a "did you mean" hint); a wrong CLI value fails with one line naming the flag.
 * ``__post_init__`` checks of the dataclasses (``ValueError``) are reported the same way.
 * ``resolved_config_dict`` gives what every entry point saves beside its outputs.
+* ``extends: other.yaml`` (a path relative to the file's folder) reads that config first; the file's own keys
+  win. One config can thus be another plus a few changes.
+* ``null`` (or ``None``) sets a field that may be unset back to unset, on the command line as in YAML
+  (``--value_ridge null``), even over a value the ``--config`` file gave; argparse alone would reject it.
 * Dotted names: an entry point may pass ``aliases``, a function from a dotted name to a field name
   (the RL stage maps ``reward.weights.toxicity`` to ``w_toxicity``). Nested YAML mappings are read
   as dotted names, so ``reward: {weights: {toxicity: 2}}`` and ``--reward.weights.toxicity 2``
@@ -24,6 +28,7 @@ import enum
 import os
 import re
 import sys
+import typing
 from collections.abc import Iterable
 from typing import Any
 
@@ -88,7 +93,9 @@ class DetoxParser(TrlParser):
     def _known_fields(self) -> list[str]:
         return [a.dest for a in self._actions if a.dest not in ("help",)]
 
-    def _config_argv(self, config_path: str) -> list[str]:
+    def _read_config(self, config_path: str, seen: tuple[str, ...] = ()) -> dict[str, tuple[Any, str]]:
+        """The fields of a YAML config as ``{field: (value, file)}``: those of its ``extends`` file first (a path
+        relative to this file's folder), then its own, which win. ``env`` entries are exported on the way."""
         if not os.path.isfile(config_path):
             raise ConfigError(f"{self.prog}: config file '{config_path}' not found (pass --config PATH to a YAML file)")
         try:
@@ -104,23 +111,42 @@ class DetoxParser(TrlParser):
             raise ConfigError(f"{self.prog}: {where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
         if not isinstance(config, dict):
             raise ConfigError(f"{self.prog}: {config_path}: must be a YAML mapping of field: value")
+        fields: dict[str, tuple[Any, str]] = {}
+        base = config.pop("extends", None)
+        if base is not None:
+            try:
+                base_path = extends_path(config_path, base)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.prog}: {exc}") from None
+            if base_path in seen or base_path == os.path.abspath(config_path):
+                raise ConfigError(f"{self.prog}: {config_path}: extends '{base}' leads back to itself; remove one "
+                                  "extends")
+            if not os.path.isfile(base_path):
+                raise ConfigError(f"{self.prog}: {config_path}: extends '{base}': no file {base_path} (the path is "
+                                  "relative to this file's folder)")
+            fields = self._read_config(base_path, (*seen, os.path.abspath(config_path)))
         for key, value in (config.pop("env", None) or {}).items():
             os.environ[str(key)] = str(value)
+        for key, value in _flatten(config, set(self._known_fields())).items():
+            fields.pop(self._alias(key), None)  # a child's value goes last, as its flag would
+            fields[self._alias(key)] = (value, config_path)
+        return fields
+
+    def _config_argv(self, config_path: str) -> list[str]:
         known = set(self._known_fields())
         argv: list[str] = []
-        for key, value in _flatten(config, known).items():
-            key = self._alias(key)
+        for key, (value, source) in self._read_config(config_path).items():
             if key not in known:
                 hint = difflib.get_close_matches(key, known, n=1)
                 fix = f"did you mean '{hint[0]}'?" if hint else "remove it, or see --help for the fields"
-                raise ConfigError(f"{self.prog}: {config_path}: unknown field '{key}'; {fix}")
+                raise ConfigError(f"{self.prog}: {source}: unknown field '{key}'; {fix}")
             if value is None or value == []:  # argparse cannot spell these; install them as defaults
                 self.set_defaults(**{key: value})
                 continue
             try:
                 argv += _to_argv(key, value)
             except ConfigError as exc:
-                raise ConfigError(f"{self.prog}: {config_path}: {exc}") from None
+                raise ConfigError(f"{self.prog}: {source}: {exc}") from None
         return argv
 
     def parse(self, args: Iterable[str] | None = None) -> tuple:
@@ -139,8 +165,11 @@ class DetoxParser(TrlParser):
         self._cli_flags = {a.split("=", 1)[0] for a in args if a.startswith("--")}
         where = f"{self._config_path} + command line" if self._config_path and args else (
             self._config_path or "command line")
+        argv, unset = take_nulls(config_argv + args, self._nullable_fields())
+        if unset:
+            self.set_defaults(**dict.fromkeys(unset))
         try:
-            parsed = self.parse_args_into_dataclasses(args=config_argv + args)
+            parsed = self.parse_args_into_dataclasses(args=argv)
             for cfg in parsed:  # one validation pass, before any entry point loads a model
                 if dataclasses.is_dataclass(cfg):
                     check_config(cfg)
@@ -153,6 +182,16 @@ class DetoxParser(TrlParser):
             raise UserError(f"{self.prog}: {exc}") from None
         except (ValueError, TypeError) as exc:  # raised by a dataclass __post_init__
             raise ConfigError(f"{self.prog}: {where}: {exc}") from None
+
+    def _nullable_fields(self) -> set[str]:
+        """Fields typed ``X | None`` with a scalar ``X`` (one token on the command line)."""
+        found: set[str] = set()
+        for dtype in self.dataclass_types:
+            for name, hint in typing.get_type_hints(dtype).items():
+                args = typing.get_args(hint)
+                if type(None) in args and not any(typing.get_origin(a) in (list, dict) for a in args):
+                    found.add(name)
+        return found
 
     def _alias(self, name: str) -> str:
         return self._aliases(name) if self._aliases and "." in name else name
@@ -169,6 +208,60 @@ class DetoxParser(TrlParser):
         from_cli = flag is None or flag.group(1) in self._cli_flags or not self._config_path
         where = "command line" if from_cli else self._config_path
         raise ConfigError(f"{self.prog}: {where}: {message}")
+
+
+def extends_path(config_path: str, base: Any) -> str:
+    """Where a config's ``extends: <base>`` points: relative to the config's own folder."""
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{config_path}: extends must be the path of a YAML config (got {base!r})")
+    return os.path.abspath(os.path.join(os.path.dirname(config_path), os.path.expanduser(base)))
+
+
+def config_value(config_path: str, key: str, default: Any = None) -> Any:
+    """One top-level value of a YAML config, following its ``extends`` chain; ``default`` when absent or unreadable
+    (the parser reports a bad file)."""
+    for _ in range(32):
+        try:
+            with open(config_path, encoding="utf-8") as fh:
+                raw = yaml.safe_load(fh)
+        except (OSError, UnicodeDecodeError, ValueError):  # yaml.YAMLError is a ValueError
+            return default
+        if not isinstance(raw, dict):
+            return default
+        if key in raw:
+            return raw[key]
+        if raw.get("extends") is None:
+            return default
+        try:
+            config_path = extends_path(config_path, raw["extends"])
+        except ConfigError:
+            return default
+    return default
+
+
+NULLS = ("null", "None")
+
+
+def take_nulls(argv: list[str], nullable: set[str]) -> tuple[list[str], list[str]]:
+    """``argv`` without the flags of ``nullable`` fields whose last value is ``null``, and those fields' names:
+    the caller installs them as ``None`` defaults, which argparse never type-checks. Every earlier value of such a
+    flag goes too (the last one wins, as argparse's would)."""
+    pairs: list[tuple[str | None, list[str]]] = []  # (nullable flag name or None, its tokens)
+    i = 0
+    while i < len(argv):
+        name, eq, value = argv[i][2:].partition("=") if argv[i].startswith("--") else ("", "", "")
+        if name in nullable and (eq or i + 1 < len(argv)):
+            tokens = argv[i : i + 1] if eq else argv[i : i + 2]
+            pairs.append((name, tokens))
+            i += len(tokens)
+        else:
+            pairs.append((None, argv[i : i + 1]))
+            i += 1
+    last = {name: tokens[-1].partition("=")[2] if "=" in tokens[-1] else tokens[-1]
+            for name, tokens in pairs if name is not None}
+    unset = [name for name, value in last.items() if value in NULLS]
+    kept = [t for name, tokens in pairs if name is None or name not in unset for t in tokens]
+    return kept, unset
 
 
 def _flatten(config: dict, known: set[str], prefix: str = "") -> dict:

@@ -26,7 +26,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
 import logging
 import time
 
-from detoxrl.config import DetoxParser, run_cli, save_resolved_config
+from detoxrl.config import DetoxParser, config_value, run_cli, save_resolved_config
 from detoxrl.data import DataConfig, group_references, load_detox_data
 from detoxrl.hub_push import claim_push, push_run
 from detoxrl.log import setup_logging
@@ -73,15 +73,7 @@ def wants_rft(args: list[str]) -> bool:
         if arg.startswith("--algorithm="):
             return arg.split("=", 1)[1] == "rft"
     if "--config" in args and args.index("--config") + 1 < len(args):
-        path = args[args.index("--config") + 1]
-        try:
-            import yaml
-
-            with open(path, encoding="utf-8") as fh:
-                raw = yaml.safe_load(fh)
-        except (OSError, UnicodeDecodeError, ValueError):  # yaml.YAMLError is a ValueError; parse() reports it
-            return False
-        return isinstance(raw, dict) and raw.get("algorithm") == "rft"
+        return config_value(args[args.index("--config") + 1], "algorithm") == "rft"
     return False
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 import yaml
 
-from detoxrl.config import DetoxParser, resolved_config_dict, save_resolved_config
+from detoxrl.config import DetoxParser, config_value, resolved_config_dict, save_resolved_config
 from detoxrl.errors import ConfigError
 from detoxrl.models.config import DetoxModelConfig
 
@@ -21,6 +21,7 @@ class Toy:
     use_x: bool = field(default=False, metadata={"help": "x"})
     names: list[str] = field(default_factory=lambda: ["a"], metadata={"help": "names"})
     note: str | None = field(default="hi", metadata={"help": "note"})
+    ridge: float | None = field(default=None, metadata={"help": "ridge"})
 
     def __post_init__(self):
         if self.steps < 0:
@@ -38,6 +39,39 @@ def test_yaml_then_cli_override(tmp_path):
     (toy,) = DetoxParser([Toy], prog="t").parse(["--config", path, "--learning_rate", "1e-4"])
     assert toy.learning_rate == 1e-4 and toy.loss == "toxic_penalty" and toy.use_x is True
     assert toy.names == ["q", "v"] and toy.note is None and toy.steps == 10
+
+
+def test_null_unsets_a_field_over_the_yaml(tmp_path):
+    """``--field null`` unsets a field typed ``X | None`` whatever the YAML gave; the last value wins."""
+    path = _yaml(tmp_path, {"ridge": 0.03, "steps": 3})
+    parse = lambda *argv: DetoxParser([Toy], prog="t").parse(["--config", path, *argv])[0]  # noqa: E731
+    assert parse().ridge == 0.03
+    assert parse("--ridge", "null").ridge is None and parse("--ridge=None", "--steps", "4").steps == 4
+    assert parse("--ridge", "null", "--ridge", "0.1").ridge == 0.1
+    assert parse("--note", "null", "--ridge", "0.2").note is None and parse("--ridge", "0.2").note == "hi"
+    with pytest.raises(ConfigError, match=r"--steps.*null"):  # not nullable: argparse's error, one line
+        parse("--steps", "null")
+
+
+def test_extends_reads_the_base_first_and_the_file_wins(tmp_path):
+    """``extends`` (relative to the file's folder) gives the base's fields; the file's own keys, null included,
+    and then the command line win. Errors name the file the bad key is in."""
+    (tmp_path / "sub").mkdir()
+    _yaml(tmp_path, {"learning_rate": 0.5, "loss": "toxic_penalty", "ridge": 0.03, "steps": 2}, "base.yaml")
+    child = _yaml(tmp_path, {"extends": "../base.yaml", "ridge": None, "steps": 4}, "sub/child.yaml")
+    (toy,) = DetoxParser([Toy], prog="t").parse(["--config", child, "--loss", "ce"])
+    assert (toy.learning_rate, toy.loss, toy.ridge, toy.steps) == (0.5, "ce", None, 4)
+    assert config_value(child, "loss") == "toxic_penalty" and config_value(child, "steps") == 4
+    assert config_value(child, "missing", "no") == "no"
+    base = _yaml(tmp_path, {"learnin_rate": 1}, "base.yaml")
+    with pytest.raises(ConfigError, match=rf"{base}: unknown field 'learnin_rate'"):
+        DetoxParser([Toy], prog="t").parse(["--config", child])
+    _yaml(tmp_path, {"extends": "sub/child.yaml"}, "base.yaml")
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        DetoxParser([Toy], prog="t").parse(["--config", child])
+    gone = _yaml(tmp_path, {"extends": "nowhere.yaml"}, "gone.yaml")
+    with pytest.raises(ConfigError, match=r"gone\.yaml: extends 'nowhere.yaml': no file .*nowhere\.yaml"):
+        DetoxParser([Toy], prog="t").parse(["--config", gone])
 
 
 def test_yaml_bad_choice_names_file_and_field(tmp_path):

@@ -80,8 +80,7 @@ def test_to_argv_renders_like_the_yaml_parser():
                     "reward": {"weights": {"toxicity": 2}}}) == [
         "--w_fluency", "0", "--merge_adapter", "false", "--lora_target_modules", "all-linear",
         "--reward.weights.toxicity", "2"]
-    with pytest.raises(ValueError, match="null cannot be passed"):
-        to_argv({"max_train_pairs": None})
+    assert to_argv({"value_ridge": None}) == ["--value_ridge", "null"]
 
 
 def test_capture_tees_output_and_logs_into_the_file(tmp_path, capsys):
