@@ -1,8 +1,7 @@
 """A PPO run with shadow feature critics beside the live one: per step, the explained variance each would have had.
 
-    python bench/critic_shadows.py <out.jsonl> --config configs/rl/default.yaml --rollout_batch_size 32 \\
-        --samples_per_prompt 2 --value_features lexicon+sibling --value_replay_steps 4 --value_ridge 0.03 \\
-        --value_shrink 0.5 --value_units rollout --max_steps 100 --max_packed_tokens 2048 --seed 43
+    python bench/critic_shadows.py outputs/bench/b64_s43.jsonl --config configs/rl/default.yaml --seed 43 \\
+        --output_dir outputs/rl/b64_s43
 
 Everything after ``<out.jsonl>`` is ``rl/ppo.py``'s command line; the run trains exactly as ``rl/ppo.py`` would (the
 shadows' values never reach PPO). It needs a feature critic (``value_features lexicon*``). Each shadow has the live

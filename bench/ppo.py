@@ -3,11 +3,12 @@
 With ``--quality``, also the dev metrics of the SFT model against a PPO model under independent judges.
 
 Equal settings on both sides: the same policy (the default SFT run, or ``--model``) with a fresh LoRA adapter
-(r16, all linear layers, from ``configs/rl/default.yaml``), the same training prompts (chat template), the
-composite reward of that config, ``--batch`` completions per step, the same sampling temperature and
-``max_new_tokens``, the same KL coefficient (so both compute reference log-probs), one optimiser pass per
-step (``ppo_epochs 1`` = ``num_iterations 1``) and ``gradient_checkpointing=False``. Our per-row length cap
-(``max_new_tokens_ratio``) is off in the headline rows: GRPO has none (``--cap R`` adds a row with it on).
+(r16, all linear layers, from ``configs/rl/value_head.yaml``: one response per prompt, the value head, one
+minibatch), the same training prompts (chat template), the composite reward of that config, ``--batch``
+completions per step, the same sampling temperature and ``max_new_tokens``, the same KL coefficient (so both
+compute reference log-probs), one optimiser pass per step (``ppo_epochs 1`` = ``num_iterations 1``) and
+``gradient_checkpointing=False``. Our per-row length cap (``max_new_tokens_ratio``) is off in the headline rows:
+GRPO has none (``--cap R`` adds a row with it on).
 
 Prompt structures. GRPO answers ``batch / generations`` prompts ``generations`` times each (``4 x 4``); our
 PPO is measured both ways: ``16 x 1`` (distinct prompts, how PPO trains) and ``4 x 4`` (GRPO's structure).
@@ -50,7 +51,7 @@ def setup(model: str, batch: int, steps: int, extra: list[str]):
     from transformers import set_seed
 
     data_cfg, vocab_cfg, model_cfg, reward_cfg, args = parse([
-        "--config", os.path.join(ROOT, "configs/rl/default.yaml"), "--model_name_or_path", model,
+        "--config", os.path.join(ROOT, "configs/rl/value_head.yaml"), "--model_name_or_path", model,
         "--report_to", "none", "--rollout_batch_size", str(batch), "--max_steps", str(steps), "--ppo_epochs", "1",
         "--save_steps", str(10 * steps + 10), "--eval_samples", "0", "--sample_every", "0", "--disable_tqdm", "true",
         "--gradient_checkpointing", "false", "--output_dir", tempfile.mkdtemp(), *extra])

@@ -158,4 +158,6 @@ def test_shipped_grids_parse(path):
         forms.add(reward.form)
         norms.add(ppo.reward_norm)
     assert forms == {"product", "weighted_sum"} and norms == {"running", "none"}
+    if path.endswith("reward.yaml"):  # the grid's documented runs: the value head, 30 steps of 16 x 1
+        assert (ppo.value_features, ppo.rollout_batch_size, ppo.samples_per_prompt, ppo.max_steps) == ("hidden", 16, 1, 30)
     eval_parse(eval_argv(cfg, ["duplicate"], "/tmp/unused"))

@@ -171,4 +171,6 @@ def test_shipped_presets_parse(path):
         sft_args, sft_model = p.parse("sft")[4], p.parse("sft")[2]
         assert (sft_args.max_steps, sft_args.per_device_train_batch_size, sft_args.loss) == (80, 16, "ce")
         assert (sft_model.finetuning, sft_args.learning_rate) == ("full", 5e-5)
-        assert p.parse("sft")[0].max_train_pairs == 1280 and p.parse("ppo")[4].max_steps == 10
+        ppo = p.parse("ppo")[4]  # configs/rl/value_head.yaml: 16 rollouts a step, the value head
+        assert p.parse("sft")[0].max_train_pairs == 1280 and (ppo.max_steps, ppo.rollout_batch_size) == (10, 16)
+        assert ppo.value_features == "hidden"

@@ -58,10 +58,19 @@ def test_old_independent_eval_config_stays_a_copy_of_the_default():
 
 
 def test_default_ppo_config_holds_the_measured_defaults():
-    """The PPO defaults docs/rl.md#tuning-the-defaults measured on training sentences: 200 steps (not 50),
-    critic lr 1e-3, 5 critic-only steps; the actor stays a LoRA adapter from the default SFT run."""
+    """The PPO default of docs/rl.md#the-default-critic: 50 steps of 32 sources x 2 responses in minibatches of 16,
+    the feature critic (lexicon+sibling, the last 4 rollouts, ridge 0.03, shrink 0.5), 2 critic-only steps; the actor
+    stays a LoRA adapter from the default SFT run. configs/rl/value_head.yaml is the earlier default exactly:
+    200 steps of 16 x 1, the value head on hidden states (critic lr 1e-3, 5 critic-only steps)."""
     from rl.ppo import parse
 
     data, vocab, model, reward, args = parse(["--config", os.path.join(ROOT, "configs", "rl", "default.yaml")])
-    assert (args.max_steps, args.value_learning_rate, args.critic_warmup_steps) == (200, 1e-3, 5)
+    assert (args.max_steps, args.rollout_batch_size, args.samples_per_prompt, args.mini_batch_size) == (50, 64, 2, 16)
+    assert (args.value_features, args.value_replay_steps, args.value_ridge, args.value_shrink, args.value_units,
+            args.critic_warmup_steps) == ("lexicon+sibling", 4, 0.03, 0.5, "raw", 2)
     assert (model.model_name_or_path, model.finetuning, args.seed) == ("outputs/sft/default", "lora", 42)
+    *_, old = parse(["--config", os.path.join(ROOT, "configs", "rl", "value_head.yaml")])
+    assert (old.max_steps, old.rollout_batch_size, old.samples_per_prompt, old.mini_batch_size) == (200, 16, 1, 16)
+    assert (old.value_features, old.value_replay_steps, old.value_ridge, old.value_shrink, old.value_learning_rate,
+            old.critic_warmup_steps, old.max_packed_tokens) == ("hidden", 0, None, 1.0, 1e-3, 5, 1024)
+    assert old.output_dir == "outputs/rl/value_head" and args.output_dir == "outputs/rl/default"
