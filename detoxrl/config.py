@@ -12,7 +12,10 @@
 * ``extends: other.yaml`` (a path relative to the file's folder) reads that config first; the file's own keys
   win. One config can thus be another plus a few changes.
 * ``null`` (or ``None``) sets a field that may be unset back to unset, on the command line as in YAML
-  (``--value_ridge null``), even over a value the ``--config`` file gave; argparse alone would reject it.
+  (``--value_ridge null``), even over a value the ``--config`` file gave. ``TrlParser`` already reads
+  ``none``/``null`` as ``None`` for ``X | None`` fields whose ``X`` is not ``str``; ``take_nulls`` does it for
+  every such field, strings and choices included, so an orchestration override ``null`` never becomes the
+  string ``"null"``.
 * Dotted names: an entry point may pass ``aliases``, a function from a dotted name to a field name
   (the RL stage maps ``reward.weights.toxicity`` to ``w_toxicity``). Nested YAML mappings are read
   as dotted names, so ``reward: {weights: {toxicity: 2}}`` and ``--reward.weights.toxicity 2``
@@ -118,18 +121,18 @@ class DetoxParser(TrlParser):
                 base_path = extends_path(config_path, base)
             except ConfigError as exc:
                 raise ConfigError(f"{self.prog}: {exc}") from None
-            if base_path in seen or base_path == os.path.abspath(config_path):
+            chain = (*seen, os.path.abspath(config_path))
+            if base_path in chain:
                 raise ConfigError(f"{self.prog}: {config_path}: extends '{base}' leads back to itself; remove one "
                                   "extends")
             if not os.path.isfile(base_path):
                 raise ConfigError(f"{self.prog}: {config_path}: extends '{base}': no file {base_path} (the path is "
                                   "relative to this file's folder)")
-            fields = self._read_config(base_path, (*seen, os.path.abspath(config_path)))
+            fields = self._read_config(base_path, chain)
         for key, value in (config.pop("env", None) or {}).items():
             os.environ[str(key)] = str(value)
         for key, value in _flatten(config, set(self._known_fields())).items():
-            fields.pop(self._alias(key), None)  # a child's value goes last, as its flag would
-            fields[self._alias(key)] = (value, config_path)
+            fields[self._alias(key)] = (value, config_path)  # the file's own value wins over its base's
         return fields
 
     def _config_argv(self, config_path: str) -> list[str]:
@@ -247,18 +250,18 @@ def take_nulls(argv: list[str], nullable: set[str]) -> tuple[list[str], list[str
     the caller installs them as ``None`` defaults, which argparse never type-checks. Every earlier value of such a
     flag goes too (the last one wins, as argparse's would)."""
     pairs: list[tuple[str | None, list[str]]] = []  # (nullable flag name or None, its tokens)
+    last: dict[str, str] = {}  # each nullable flag's last value
     i = 0
     while i < len(argv):
         name, eq, value = argv[i][2:].partition("=") if argv[i].startswith("--") else ("", "", "")
         if name in nullable and (eq or i + 1 < len(argv)):
             tokens = argv[i : i + 1] if eq else argv[i : i + 2]
             pairs.append((name, tokens))
+            last[name] = value if eq else argv[i + 1]
             i += len(tokens)
         else:
             pairs.append((None, argv[i : i + 1]))
             i += 1
-    last = {name: tokens[-1].partition("=")[2] if "=" in tokens[-1] else tokens[-1]
-            for name, tokens in pairs if name is not None}
     unset = [name for name, value in last.items() if value in NULLS]
     kept = [t for name, tokens in pairs if name is None or name not in unset for t in tokens]
     return kept, unset
