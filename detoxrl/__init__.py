@@ -1,8 +1,8 @@
 """detoxrl core: config parsing, model references and loading, data, prompts, toxic vocabulary.
 
 Both training stages (``sft/``, ``rl/``) and the judges (``rewards/``) import from here; nothing
-here imports a stage. Importing the package turns Hugging Face telemetry off and filters one known
-bitsandbytes message (``detoxrl.log.quiet_known_noise``).
+here imports a stage. Importing the package turns Hugging Face telemetry off; it configures no logging
+(the commands do, ``detoxrl.log``).
 """
 
 import os
@@ -12,7 +12,3 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 __version__ = "0.1.0"
-
-from detoxrl.log import quiet_known_noise  # noqa: E402
-
-quiet_known_noise()  # before transformers/peft import bitsandbytes, whose CPU backend logs on import

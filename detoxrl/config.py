@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import difflib
@@ -92,6 +93,17 @@ class DetoxParser(TrlParser):
         self._aliases = aliases
         self._config_path: str | None = None
         self._cli_flags: set[str] = set()
+        # inherited fields a stage never reads (DetoxPPOConfig.unread_fields): hidden from --help, refused when set
+        self._unread = {name: dtype.__name__ for dtype in self.dataclass_types if hasattr(dtype, "unread_fields")
+                        for name in dtype.unread_fields()}
+        for action in self._actions:
+            if action.dest in self._unread:
+                action.help = argparse.SUPPRESS
+
+    def _refuse_unread(self, name: str, where: str) -> None:
+        if name in self._unread:
+            raise ConfigError(f"{self.prog}: {where}: '{name}' is a TrainingArguments field that "
+                              f"{self._unread[name]} never reads; remove it (--help lists the fields this stage reads)")
 
     def _known_fields(self) -> list[str]:
         return [a.dest for a in self._actions if a.dest not in ("help",)]
@@ -143,6 +155,7 @@ class DetoxParser(TrlParser):
                 hint = difflib.get_close_matches(key, known, n=1)
                 fix = f"did you mean '{hint[0]}'?" if hint else "remove it, or see --help for the fields"
                 raise ConfigError(f"{self.prog}: {source}: unknown field '{key}'; {fix}")
+            self._refuse_unread(key, source)
             if value is None or value == []:  # argparse cannot spell these; install them as defaults
                 self.set_defaults(**{key: value})
                 continue
@@ -166,6 +179,10 @@ class DetoxParser(TrlParser):
             config_argv = self._config_argv(self._config_path)
         args = [self._alias_flag(a) for a in args]
         self._cli_flags = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+        for flag in self._cli_flags:
+            action = self._option_string_actions.get(flag)
+            if action is not None:
+                self._refuse_unread(action.dest, "command line")
         where = f"{self._config_path} + command line" if self._config_path and args else (
             self._config_path or "command line")
         argv, unset = take_nulls(config_argv + args, self._nullable_fields())
@@ -295,10 +312,16 @@ def _plain(value: Any) -> Any:
 SECRET_FIELDS = re.compile(r"(^|_)token$")  # hub_token and the like never reach a saved config
 
 
+def config_section(cfg) -> str:
+    """The section name of a config in ``resolved_config.yaml``: its class name, or the ``section`` a stage's
+    subclass keeps from its base (``SFTDataConfig`` is saved as ``DataConfig``, which readers look up)."""
+    return getattr(type(cfg), "section", type(cfg).__name__)
+
+
 def resolved_config_dict(*configs) -> dict[str, dict[str, Any]]:
-    """The parsed dataclasses as ``{ClassName: {field: value}}``, ready for YAML (secrets left out)."""
-    return {type(cfg).__name__: {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-                                 if not SECRET_FIELDS.search(f.name)} for cfg in configs}
+    """The parsed dataclasses as ``{section: {field: value}}``, ready for YAML (secrets left out)."""
+    return {config_section(cfg): {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+                                  if not SECRET_FIELDS.search(f.name)} for cfg in configs}
 
 
 def save_resolved_config(path: str, *configs) -> None:
@@ -315,8 +338,13 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whos
 def run_cli(main_fn, args=None) -> int:
     """Run an entry point; turn ``ConfigError`` (and other user errors) into one line on stderr, exit 2.
 
-    A closed stdout (``detox-feedback list | head -1``) ends the command quietly with exit 141.
+    A closed stdout (``detox-feedback list | head -1``) ends the command quietly with exit 141. ``--verbose`` and
+    ``--quiet`` (anywhere in ``args``) set the logging verbosity (``detoxrl.log``) before the entry point runs.
     """
+    from detoxrl.log import configure_logging, take_verbosity_flags
+
+    args = take_verbosity_flags(list(sys.argv[1:] if args is None else args))
+    configure_logging()
     try:
         main_fn(args)
         sys.stdout.flush()  # a pipe closed early fails here, inside the handler, not at interpreter exit

@@ -30,7 +30,7 @@ class GenerationSettings:
     max_new_tokens: int = field(default=64, metadata={"help": "Longest rewrite, in tokens."})
     num_beams: int = field(default=1, metadata={"help": "Beam width (1 = greedy or sampling)."})
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy/beam search."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (0.7: the PPO rollouts')."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     gen_batch_size: int = field(default=32, metadata={"help": "Inputs per generation batch."})
     best_of: int = field(

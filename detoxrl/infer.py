@@ -12,8 +12,8 @@
     detox(["first", "second"])           # -> list[str]
 
 Best-of-n: ``--best_of N`` (N > 1) samples N rewrites per line (``--temperature``, ``--top_p``,
-``--seed``) and keeps the one the composite reward of ``--rerank_config`` (default
-``configs/rewards/default.yaml``) scores highest (``detoxrl/rerank.py``); it is refused with
+``--seed``) and keeps the one the composite reward of ``--rerank_config`` (default: the reward the run was trained
+with, else ``configs/rewards/default.yaml``) scores highest (``detoxrl/rerank.py``); it is refused with
 ``--num_beams`` > 1. Greedy stays the default. How long reranking took against generation is logged.
 
 Models: anything ``detoxrl.models.trained.load_trained`` takes (run folder, merged or adapter folder,
@@ -48,7 +48,7 @@ from detoxrl.config import DetoxParser, prog_name, run_cli
 from detoxrl.devices import check_device, resolve_device, set_torch_threads
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings, generate_rewrites
-from detoxrl.rerank import DEFAULT_RERANK_CONFIG, Reranked, Scorer, best_of_n, load_reranker
+from detoxrl.rerank import Reranked, Scorer, best_of_n, load_reranker
 from detoxrl.io import atomic_write_text
 from detoxrl.log import setup_logging
 from detoxrl.runcard import has_card
@@ -99,8 +99,9 @@ class Detoxifier:
         own limit). ``generation_overrides``: ``GenerationSettings`` fields (``max_new_tokens``,
         ``num_beams``, ``do_sample``, ``temperature``, ``top_p``, ``gen_batch_size``, ``best_of``, ``seed``);
         None keeps the card's. With ``best_of`` > 1 the rewrites are reranked by ``reranker`` (any
-        ``(sources, outputs) -> scores``), else by the composite reward of ``rerank_config`` (default
-        ``configs/rewards/default.yaml``). Settings are checked before anything loads.
+        ``(sources, outputs) -> scores``), else by the composite reward of ``rerank_config`` (default: the reward
+        the run was trained with, from its ``resolved_config.yaml``, else ``configs/rewards/default.yaml``).
+        Settings are checked before anything loads.
         """
         names = {f.name for f in fields(GenerationSettings)}
         unknown = sorted(set(generation_overrides) - names)
@@ -114,7 +115,7 @@ class Detoxifier:
         except UserError as exc:
             raise UserError(f"model '{path_or_id}': its card's decoding with the settings given: {exc}") from None
         if settings.best_of > 1 and reranker is None:
-            reranker = load_reranker(rerank_config or DEFAULT_RERANK_CONFIG)
+            reranker = load_reranker(rerank_config, resolve_path(path_or_id) or path_or_id)
         trained = load_trained(path_or_id, dtype=dtype)
         settings = replace(trained.generation, **overrides)
         model = trained.model.to(resolve_device(device))
@@ -255,9 +256,10 @@ class InferConfig:
     num_threads: int = field(
         default=0, metadata={"help": "torch CPU threads; 0: the cores not busy at start (detoxrl.devices)."})
     encoding_errors: Literal["strict", "replace"] = field(default="strict", metadata={"help": ENCODING_HELP})
-    rerank_config: str = field(
-        default=DEFAULT_RERANK_CONFIG,
-        metadata={"help": "best_of > 1: the reward config whose composite reward picks the best rewrite."})
+    rerank_config: str | None = field(
+        default=None,
+        metadata={"help": "best_of > 1: the reward config whose composite reward picks the best rewrite (unset: the "
+                  "reward the model's run was trained with, else configs/rewards/default.yaml)."})
 
     def __post_init__(self):
         for name in ("batch_size", "max_input_length"):

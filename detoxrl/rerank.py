@@ -123,9 +123,10 @@ def batch_seed(seed: int, batch: int) -> int:
     return (seed * 1_000_003 + batch) % (2**63)
 
 
-def load_reranker(config: str | None = None):
-    """The composite reward of a reward config (default ``configs/rewards/default.yaml``) as a scorer with
-    ``describe()`` and ``cfg`` (``rewards.rerank.RewardScorer``)."""
+def load_reranker(config: str | None = None, model: str | None = None):
+    """The composite reward of a reward config as a scorer with ``describe()`` and ``cfg``
+    (``rewards.rerank.RewardScorer``). Without ``config``: the reward the run at ``model`` was trained with (its
+    ``resolved_config.yaml``), else ``configs/rewards/default.yaml``."""
     from rewards.rerank import load_reward_scorer
 
-    return load_reward_scorer(config or DEFAULT_RERANK_CONFIG)
+    return load_reward_scorer(config, model)

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterable, Iterator
 
 import yaml
@@ -87,15 +88,13 @@ def check_config(cfg) -> None:
         value = getattr(cfg, f.name, None)
         if f.name.endswith("learning_rate") and isinstance(value, (int, float)) and not value > 0:
             raise ConfigError(f"{f.name} must be > 0 (got {value}); a zero rate trains nothing")
-    try:
-        from transformers import TrainingArguments
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        TrainingArguments = ()  # noqa: N806
-    if TrainingArguments and isinstance(cfg, TrainingArguments):
+    # A config of these classes means their modules are imported already; a model-free command imports neither
+    # (transformers and torch would cost seconds).
+    training_args = getattr(sys.modules.get("transformers.training_args"), "TrainingArguments", None)
+    if training_args is not None and isinstance(cfg, training_args):
         check_training_args(cfg)
-    from detoxrl.generate import GenerationSettings
-
-    if isinstance(cfg, GenerationSettings):
+    generation = getattr(sys.modules.get("detoxrl.generate"), "GenerationSettings", None)
+    if generation is not None and isinstance(cfg, generation):
         check_generation(dataclasses.asdict(cfg))
     if isinstance(getattr(cfg, "output_dir", None), str):
         check_output_dir(cfg.output_dir, "output_dir")

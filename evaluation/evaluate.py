@@ -39,8 +39,9 @@ from detoxrl.data import DataConfig, group_references, load_detox_data
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings, generate_rewrites
 from detoxrl.log import setup_logging
+from detoxrl.paths import resolve_path
 from detoxrl.prompts import PromptConfig
-from detoxrl.rerank import DEFAULT_RERANK_CONFIG, best_of_n
+from detoxrl.rerank import best_of_n
 from detoxrl.validate import ENCODING_HELP, check_generation, read_lines
 from detoxrl.vocab import VocabConfig, load_lexicon
 from evaluation import baselines
@@ -73,10 +74,11 @@ class EvalConfig:
         default=0, metadata={"help": "torch CPU threads; 0: the cores not busy at start (see rewards/batching.py)."})
     encoding_errors: Literal["strict", "replace"] = field(
         default="strict", metadata={"help": "Predictions files: " + ENCODING_HELP})
-    rerank_config: str = field(
-        default=DEFAULT_RERANK_CONFIG,
+    rerank_config: str | None = field(
+        default=None,
         metadata={"help": "Best-of-n systems (a spec ending in @best_of=N, or best_of > 1): the reward config whose "
-                  "composite reward picks each sentence's rewrite. It must share no model with the judges."})
+                  "composite reward picks each sentence's rewrite (unset: the reward each model's run was trained "
+                  "with, else configs/rewards/default.yaml). It must share no model with the judges."})
 
     def __post_init__(self):
         if isinstance(self.systems, str):
@@ -121,13 +123,13 @@ def system_settings(system: System, generation: GenerationSettings) -> Generatio
 
 
 class LazyReranker:
-    """The composite reward of ``rerank_config``, loaded on first use (only best-of-n systems need it)."""
+    """The composite reward of ``rerank_config`` (unset: the one ``model``'s run was trained with), loaded on first
+    use (only best-of-n systems need it)."""
 
-    def __init__(self, config: str):
-        from rewards.rerank import parse_reward_config
+    def __init__(self, config: str | None, model: str | None = None):
+        from rewards.rerank import reward_source
 
-        self.config = config
-        self.reward_cfg, self.vocab = parse_reward_config(config)  # a bad file fails here, before any work
+        self.reward_cfg, self.vocab, self.config = reward_source(config, model)  # a bad file fails here
         self._scorer = None
 
     def __call__(self, sources, outputs):
@@ -175,14 +177,16 @@ def produce_outputs(system: System, sources: list[str], vocab: VocabConfig, prom
     return outputs, seconds, what, extra
 
 
-def rerank_judge_warnings(reranker: LazyReranker | None, judges_cfg: EvalJudgesConfig) -> list[str]:
-    """A warning when the reranking reward uses a model that is also an evaluation judge."""
-    same = judges_cfg.reward_overlap(asdict(reranker.reward_cfg)) if reranker is not None else []
-    if not same:
-        return []
-    message = f"best-of-n systems are reranked by a reward ({reranker.config}) that uses a judge: {', '.join(same)}"
-    log.warning("%s", message)
-    return [message]
+def rerank_judge_warnings(rerankers: dict[str, LazyReranker], judges_cfg: EvalJudgesConfig) -> list[str]:
+    """A warning per best-of-n system whose reranking reward uses a model that is also an evaluation judge."""
+    out = []
+    for name, reranker in rerankers.items():
+        same = judges_cfg.reward_overlap(asdict(reranker.reward_cfg))
+        if same:
+            out.append(f"{name}: best-of-n reranked by a reward ({reranker.config}) that uses a judge: "
+                       f"{', '.join(same)}")
+            log.warning("%s", out[-1])
+    return out
 
 
 def reward_judge_warnings(systems: list[System], judges_cfg: EvalJudgesConfig) -> list[str]:
@@ -207,8 +211,8 @@ def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig
     for s in systems:  # the text of every predictions file decodes, before anything is loaded
         if s.kind == "predictions" and os.path.isfile(s.ref):
             read_lines(s.ref, f"predictions file '{s.ref}'", cfg.encoding_errors)
-    best_of = [s.name for s in systems if s.kind == "model" and system_settings(s, generation).best_of > 1]
-    reranker = LazyReranker(cfg.rerank_config) if best_of else None
+    rerankers = {s.name: LazyReranker(cfg.rerank_config, resolve_path(s.ref) or s.ref) for s in systems
+                 if s.kind == "model" and system_settings(s, generation).best_of > 1}
     log.info("using %d torch threads", set_torch_threads(cfg.num_threads))
     test = load_test_set(data_cfg, cfg.eval_split, cfg.max_eval_sentences)
     log.info("test set: %d sentences, %d references", len(test.sources), test.description["references"])
@@ -219,7 +223,8 @@ def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig
     results, rows = {}, []
     for system in systems:
         outputs, seconds, what, extra = (*files[system.name], {}) if system.name in files else produce_outputs(
-            system, test.sources, vocab, prompt, generation, cfg.eval_device, cfg.encoding_errors, reranker)
+            system, test.sources, vocab, prompt, generation, cfg.eval_device, cfg.encoding_errors,
+            rerankers.get(system.name))
         start = time.perf_counter()
         judged = judges.score(test.sources, outputs, test.references)
         judge_seconds = time.perf_counter() - start
@@ -231,7 +236,7 @@ def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig
                  scores["J"], scores["STA"], scores["SIM"], scores["FL"], scores["J_LM"], scores["FL_LM"],
                  judge_seconds)
     report = {"test_set": test.description, "judges": judges_cfg.describe(), "generation": asdict(generation),
-              "warnings": reward_judge_warnings(systems, judges_cfg) + rerank_judge_warnings(reranker, judges_cfg),
+              "warnings": reward_judge_warnings(systems, judges_cfg) + rerank_judge_warnings(rerankers, judges_cfg),
               "systems": results}
     paths = write_reports(cfg.output_dir, report, rows)
     save_resolved_config(os.path.join(cfg.output_dir, "resolved_config.yaml"), cfg, judges_cfg, data_cfg, vocab,

@@ -30,12 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
-import yaml
-
 from detoxrl.errors import UserError
 from detoxrl.metrics import sentence_chrf
 from detoxrl.models.embedded import ALIASES, MPNET_ID, SMOLLM2_ID
 from detoxrl.models.refs import looks_like_hub_id
+from detoxrl.models.runs import resolved_section
 from detoxrl.vocab import VocabConfig
 from rewards.batching import check_device, resolve_device
 from rewards.fluency import DEFAULT_CALIBRATION, FluencyConfig, build_fluency_scorer
@@ -130,14 +129,7 @@ def _canon(ref) -> str:
 def run_reward_config(ref: str) -> dict | None:
     """The reward settings a model system was trained with: the ``RewardConfig`` section of the
     ``resolved_config.yaml`` in ``ref`` or its parent folder (``<run>/merged``, ``<run>/adapter``); None if absent."""
-    for folder in (ref, os.path.dirname(os.path.normpath(ref))):
-        path = os.path.join(folder, "resolved_config.yaml")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh) or {}
-            section = data.get("RewardConfig")
-            return section if isinstance(section, dict) else None
-    return None
+    return resolved_section(ref, "RewardConfig")
 
 
 class Judges:

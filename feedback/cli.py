@@ -58,8 +58,9 @@ class ServeArgs:
                                 "rerank_config scores highest (default: the model card's, i.e. greedy)."})
     temperature: float | None = field(default=None, metadata={"help": "Sampling temperature (default: the card's)."})
     top_p: float | None = field(default=None, metadata={"help": "Nucleus sampling mass (default: the card's)."})
-    rerank_config: str = field(default="configs/rewards/default.yaml",
-                               metadata={"help": "best_of > 1: the reward config that reranks the samples."})
+    rerank_config: str | None = field(
+        default=None, metadata={"help": "best_of > 1: the reward config that picks the rewrite (unset: the reward the "
+                                "model's run was trained with, else configs/rewards/default.yaml)."})
 
     def __post_init__(self):
         from detoxrl.validate import check_generation

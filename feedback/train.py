@@ -104,8 +104,9 @@ class FeedbackTrainConfig:
     sft_learning_rate: float = field(default=5e-4, metadata={"help": "SFT peak learning rate."})
     sft_batch_size: int = field(default=8, metadata={"help": "SFT pairs per step."})
     sft_overrides: list[str] = field(
-        default_factory=list, metadata={"help": "More supervised-stage fields as name=value, e.g. guard_samples=16 "
-                                        "lora_r=8 (see sft/train.py --help)."})
+        default_factory=lambda: ["guard_samples=32"],
+        metadata={"help": "More supervised-stage fields as name=value, e.g. guard_samples=16 lora_r=8 (see "
+                  "sft/train.py --help)."})
     # steps 2 and 3: verdicts
     verdicts: Literal["auto", "kto", "reward_model", "none"] = field(
         default="auto", metadata={"help": "auto: KTO for causal models, the feedback reward model for seq2seq; "

@@ -320,10 +320,11 @@ def config_file(value, where: str) -> str:
 def check_toxicity_models(reward, judges, reward_field: str = "toxicity_model",
                           judge_field: str = "judge_toxicity_model") -> None:
     """Before any training: the reward's toxicity classifier (when the reward uses it) and the eval's toxicity
-    judge exist. A missing one is a one-line ``UserError`` naming ``reward_field`` / ``judge_field``."""
+    judge exist or will be trained on first use (``rewards.toxicity.default``). A missing one that would not is a
+    one-line ``UserError`` naming ``reward_field`` / ``judge_field``."""
     from rewards.toxicity.default import resolve_classifier_ref
 
     if reward.toxicity_backend == "hf" and reward.w_toxicity > 0:
-        resolve_classifier_ref(reward.toxicity_model, reward_field)
+        resolve_classifier_ref(reward.toxicity_model, reward_field, train_missing=False)
     if judges.judge_toxicity_backend == "hf":
-        resolve_classifier_ref(judges.judge_toxicity_model, judge_field)
+        resolve_classifier_ref(judges.judge_toxicity_model, judge_field, train_missing=False)

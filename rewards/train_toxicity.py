@@ -202,7 +202,9 @@ def train_classifier(model, tokenizer, train: list[Labelled], cfg: TrainToxicity
     model.train()
     start, running = time.time(), 0.0
     log.info("training %d steps of %d texts (max_length %d)", len(batches), cfg.batch_size, cfg.max_length)
-    for step, idx in enumerate(batches, 1):
+    from tqdm.auto import tqdm
+
+    for step, idx in enumerate(tqdm(batches, desc="toxicity classifier", unit="step", mininterval=5), 1):
         batch = _pad(tokenizer, [encoded[i] for i in idx])
         loss = model(**batch, labels=labels[idx]).loss
         loss.backward()

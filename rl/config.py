@@ -9,9 +9,16 @@ Batch vocabulary (per process):
   ``rollout_batch_size / (num_mini_batches * gradient_accumulation_steps)`` rollouts, which must
   be a whole number (``per_device_train_batch_size`` is not used by this stage).
 
-With one micro-batch per rollout (the default) the first optimisation pass doubles as the pass
-that records the old log-probs and values, which saves a forward pass per step (the ratio is 1
-there by construction, so the update is exactly PPO's).
+With one micro-batch per rollout the first optimisation pass doubles as the pass that records the old
+log-probs and values, which saves a forward pass per step (the ratio is 1 there by construction, so the
+update is exactly PPO's). The default runs 4 minibatches of 16.
+
+The defaults are the measured default run (docs/rl.md): 50 steps of 64 rollouts (32 sources x 2
+responses) with the feature critic, from the SFT run ``outputs/sft/default`` (``PPOModelConfig``).
+``configs/rl/default.yaml`` adds nothing to them; ``configs/rl/value_head.yaml`` is the earlier default.
+
+Only the ``TrainingArguments`` fields in ``TRAINING_ARGS_READ`` are read here (the loop is our own);
+``--help`` lists those, and setting any other one is refused with one line (``unread_fields``).
 
 The reward's own fields (``w_toxicity``, ``form``, ...) live in ``rewards.composite.RewardConfig``;
 ``--reward.weights.toxicity 2`` is accepted as an alias of ``--w_toxicity 2`` (see ``rl/ppo.py``).
@@ -20,12 +27,37 @@ The reward's own fields (``w_toxicity``, ``form``, ...) live in ``rewards.compos
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from typing import ClassVar, Literal
 
 from transformers import TrainingArguments
 
+from detoxrl.models.config import DetoxModelConfig
 from rl.core import KLEstimator
+
+# The TrainingArguments fields this stage reads (rl/trainer.py, rl/trl_algos.py, rl/checkpoint.py, the hub push);
+# bf16 and gradient_checkpointing are passed to TRL's GRPO/RLOO only (PPO takes mixed precision from accelerate).
+TRAINING_ARGS_READ = frozenset({
+    "output_dir", "learning_rate", "max_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "adam_beta1",
+    "adam_beta2", "adam_epsilon", "max_grad_norm", "gradient_accumulation_steps", "logging_steps", "save_steps",
+    "save_total_limit", "report_to", "seed", "use_cpu", "resume_from_checkpoint", "push_to_hub", "hub_model_id",
+    "hub_private_repo", "hub_token", "bf16", "gradient_checkpointing", "disable_tqdm"})
+
+
+@dataclass
+class PPOModelConfig(DetoxModelConfig):
+    """The RL stage's policy: a fresh LoRA adapter (r 16 on every linear layer, no dropout) on the SFT run's merged
+    weights (saved as ``DetoxModelConfig``)."""
+
+    section: ClassVar[str] = "DetoxModelConfig"
+    model_name_or_path: str | None = field(
+        default="outputs/sft/default",
+        metadata={"help": "The SFT run to start from (what `accelerate launch sft/train.py` writes), or a model "
+                  "folder / hub id."})
+    finetuning: Literal["auto", "full", "lora", "qlora", "lora8bit", "ia3"] = field(
+        default="lora", metadata={"help": "lora (a new adapter on the SFT model) | full | qlora | lora8bit | ia3 | "
+                                  "auto."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input (PPO turns dropout off)."})
 
 # PPO's critic settings and the values they take for GRPO/RLOO, which have no critic (DetoxPPOConfig.__post_init__)
 PPO_CRITIC_OFF = {"critic_warmup_steps": 0, "samples_per_prompt": 1, "value_features": "hidden",
@@ -36,7 +68,7 @@ PPO_CRITIC_OFF = {"critic_warmup_steps": 0, "samples_per_prompt": 1, "value_feat
 class DetoxPPOConfig(TrainingArguments):
     """Arguments for ``rl/ppo.py`` (every transformers TrainingArguments field works too)."""
 
-    output_dir: str = field(default="outputs/rl", metadata={"help": "Where checkpoints and the final model go."})
+    output_dir: str = field(default="outputs/rl/default", metadata={"help": "Where checkpoints and the final model go."})
     algorithm: Literal["ppo", "grpo", "rloo"] = field(
         default="ppo", metadata={"help": "ppo (ours, seq2seq and causal) | grpo | rloo (TRL's trainers, causal only). "
                                  "rft (rejection-sampling fine-tuning) hands over to rl/rft.py with its own flags "
@@ -50,11 +82,11 @@ class DetoxPPOConfig(TrainingArguments):
         default="shared", metadata={"help": "shared: the value head reads the policy's hidden states. separate: its "
                                             "own copy of the SFT model (with its own adapter) feeds the value head."})
     # rollouts
-    rollout_batch_size: int = field(default=16, metadata={"help": "Responses sampled and scored per PPO step, per process."})
+    rollout_batch_size: int = field(default=64, metadata={"help": "Responses sampled and scored per PPO step, per process."})
     samples_per_prompt: int = field(
-        default=1, metadata={"help": "ppo: responses to each training source in a rollout (rollout_batch_size / this "
+        default=2, metadata={"help": "ppo: responses to each training source in a rollout (rollout_batch_size / this "
                              "sources, each answered this many times; value_features lexicon+sibling needs >= 2)."})
-    num_mini_batches: int = field(default=1, metadata={"help": "Optimiser steps per PPO epoch (minibatches of the rollout)."})
+    num_mini_batches: int = field(default=4, metadata={"help": "Optimiser steps per PPO epoch (minibatches of the rollout)."})
     ppo_epochs: int = field(default=2, metadata={"help": "Passes over each rollout."})
     max_prompt_length: int = field(default=96, metadata={"help": "Prompt tokens kept (longer prompts are cut from the left)."})
     max_new_tokens: int = field(default=48, metadata={"help": "Longest sampled response, in tokens."})
@@ -76,7 +108,7 @@ class DetoxPPOConfig(TrainingArguments):
         default=True, metadata={"help": "ppo, causal policies: score rollouts (reference, old log-probs, update) packed "
                                 "into one sequence, shared prompt prefix once and no padding; false: padded batches."})
     max_packed_tokens: int = field(
-        default=1024, metadata={"help": "ppo: tokens per packed sequence (more rows go into further sequences; "
+        default=2048, metadata={"help": "ppo: tokens per packed sequence (more rows go into further sequences; "
                                 "attention costs the square of this)."})
     # KL
     kl_estimator: KLEstimator = field(default="k1", metadata={"help": "Per-token KL estimator: k1 (logp - logp_ref) | k3."})
@@ -94,25 +126,26 @@ class DetoxPPOConfig(TrainingArguments):
     clip_range_value: float = field(default=0.2, metadata={"help": "Value clip range."})
     vf_coef: float = field(default=0.1, metadata={"help": "Value-loss weight."})
     value_learning_rate: float | None = field(
-        default=None, metadata={"help": "Learning rate of the critic (value head, and the critic model when "
-                                "critic=separate), its own AdamW group (unset: learning_rate)."})
+        default=1e-3, metadata={"help": "Learning rate of the critic (value head, and the critic model when "
+                                "critic=separate), its own AdamW group (null: learning_rate). The feature critic "
+                                "has no weights to train this way."})
     critic_warmup_steps: int = field(
-        default=0, metadata={"help": "ppo: the first N steps train only the critic (actor frozen); they count in "
+        default=2, metadata={"help": "ppo: the first N steps train only the critic (actor frozen); they count in "
                              "max_steps."})
     value_replay_steps: int = field(
-        default=0, metadata={"help": "ppo: after each step, refit the value head in closed form (ridge regression of the "
+        default=4, metadata={"help": "ppo: after each step, refit the value head in closed form (ridge regression of the "
                              "returns on its input features) over the last N rollouts; 0: the head learns by AdamW "
                              "only (docs/rl.md, Critic)."})
     value_ridge: float | None = field(
-        default=None, metadata={"help": "Ridge strength of that fit, relative to the mean feature variance (unset: "
+        default=0.03, metadata={"help": "Ridge strength of that fit, relative to the mean feature variance (unset: "
                                 "chosen at every fit as the one that best predicts the newest rollout)."})
     value_features: Literal["hidden", "lexicon", "lexicon+sibling"] = field(
-        default="hidden", metadata={"help": "ppo: what the critic reads. hidden: the value head on the last hidden state. "
+        default="lexicon+sibling", metadata={"help": "ppo: what the critic reads. hidden: the value head on the last hidden state. "
                                     "lexicon: copy / toxic-lexicon features of the rewrite so far; lexicon+sibling: "
                                     "those and the other responses' scores to the same source. The last two are fitted "
                                     "by the replay fit (value_replay_steps >= 1; docs/rl.md, Critic)."})
     value_shrink: float = field(
-        default=1.0, metadata={"help": "ppo, value_features lexicon*: values are m + value_shrink x (fit - m), m the "
+        default=0.5, metadata={"help": "ppo, value_features lexicon*: values are m + value_shrink x (fit - m), m the "
                                "replay buffer's mean return (1: the fit itself)."})
     value_units: Literal["raw", "rollout"] = field(
         default="raw", metadata={"help": "ppo, value_features lexicon*: raw: the fit predicts the returns as they are. "
@@ -122,7 +155,7 @@ class DetoxPPOConfig(TrainingArguments):
         default=None, metadata={"help": "Stop a step's remaining PPO epochs once a minibatch's approximate KL passes this."})
     # reward shaping
     reward_norm: Literal["none", "whiten", "running"] = field(
-        default="none", metadata={"help": "Score normalisation: none | whiten (per rollout) | running (mean/std so far)."})
+        default="running", metadata={"help": "Score normalisation: none | whiten (per rollout) | running (mean/std so far)."})
     reward_clip: float | None = field(default=None, metadata={"help": "Clip the (normalised) score to +-this."})
     truncation_penalty: float = field(default=0.5, metadata={"help": "Subtracted from the score of a response with no EOS."})
     # evaluation and logging
@@ -140,6 +173,11 @@ class DetoxPPOConfig(TrainingArguments):
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
     report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "tensorboard | none."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
+
+    @classmethod
+    def unread_fields(cls) -> frozenset[str]:
+        """Inherited ``TrainingArguments`` fields this stage never reads: hidden from ``--help``, refused when set."""
+        return frozenset(f.name for f in fields(TrainingArguments)) - TRAINING_ARGS_READ
 
     def __post_init__(self):
         for name in ("rollout_batch_size", "num_mini_batches", "ppo_epochs", "max_new_tokens", "max_prompt_length",
@@ -174,14 +212,21 @@ class DetoxPPOConfig(TrainingArguments):
             raise ValueError(f"max_packed_tokens must be >= 1 (got {self.max_packed_tokens})")
         if self.value_learning_rate is not None and not self.value_learning_rate > 0:
             raise ValueError(f"value_learning_rate must be > 0 or unset (got {self.value_learning_rate})")
-        if self.algorithm != "ppo":  # the default config sets PPO's critic up; `--algorithm grpo` still works with it
+        if self.algorithm != "ppo":  # the defaults set PPO's critic up; `--algorithm grpo` still works with them
             changed = {k: getattr(self, k) for k, v in PPO_CRITIC_OFF.items() if getattr(self, k) != v}
-            if changed:
+            defaults = {f.name: f.default for f in fields(self)}
+            if any(getattr(self, k) != defaults[k] for k in changed):  # warn only about values someone set
                 logging.getLogger("detoxrl").warning(
                     "%s ignored: algorithm %s has no critic and groups its completions by num_generations",
                     ", ".join(f"{k} {v}" for k, v in changed.items()), self.algorithm)
                 for k in changed:
                     setattr(self, k, PPO_CRITIC_OFF[k])
+        if self.algorithm == "ppo":
+            for name in ("bf16", "gradient_checkpointing"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} is read by algorithm grpo/rloo only; PPO takes mixed precision from "
+                                     "accelerate (accelerate launch --mixed_precision bf16, or the accelerate config)"
+                                     if name == "bf16" else f"{name} is read by algorithm grpo/rloo only; unset it")
         if not 0 <= self.critic_warmup_steps < self.max_steps:
             raise ValueError(f"critic_warmup_steps must be >= 0 and < max_steps {self.max_steps} "
                              f"(got {self.critic_warmup_steps}); for a short run pass --critic_warmup_steps 0")

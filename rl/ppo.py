@@ -26,18 +26,17 @@ if __name__ == "__main__" and __package__ in (None, ""):
 import logging
 import time
 
-from detoxrl.config import DetoxParser, config_value, run_cli, save_resolved_config
+from detoxrl.config import DetoxParser, config_value, prog_name, run_cli, save_resolved_config
 from detoxrl.data import DataConfig, group_references, load_detox_data
 from detoxrl.hub_push import claim_push, push_run
 from detoxrl.log import setup_logging
-from detoxrl.models.config import DetoxModelConfig
 from detoxrl.resume import resolve_resume
 from detoxrl.vocab import VocabConfig, load_lexicon
 from rewards.composite import CompositeReward, RewardConfig
-from rl.config import DetoxPPOConfig
+from rl.config import DetoxPPOConfig, PPOModelConfig
 
 log = logging.getLogger("detoxrl")
-CONFIGS = [DataConfig, VocabConfig, DetoxModelConfig, RewardConfig, DetoxPPOConfig]
+CONFIGS = [DataConfig, VocabConfig, PPOModelConfig, RewardConfig, DetoxPPOConfig]
 
 
 def reward_alias(name: str) -> str:
@@ -63,6 +62,22 @@ def training_sources(pairs, formatter, max_prompt_length: int) -> list[str]:
     if len(kept) < len(sources):
         log.info("training sources: %d of %d fit max_prompt_length %d", len(kept), len(sources), max_prompt_length)
     return kept
+
+
+def check_start_model(model_cfg) -> None:
+    """The policy's start (by default the SFT run ``outputs/sft/default``) exists, or one line that names the
+    command to run first, before any data or model loads."""
+    from detoxrl.errors import UserError
+    from detoxrl.models.embedded import ALIASES
+    from detoxrl.models.refs import looks_like_hub_id
+    from detoxrl.paths import resolve_path
+
+    ref = model_cfg.model_name_or_path or ""
+    if ref in ALIASES or looks_like_hub_id(ref) or resolve_path(ref):
+        return
+    raise UserError(f"{prog_name('rl/ppo.py')}: model_name_or_path: '{ref}' does not exist. The RL stage starts "
+                    "from an SFT run: train it first with `accelerate launch sft/train.py` (or `detoxrl sft`), which "
+                    "writes outputs/sft/default, or point --model_name_or_path at a run folder or hub id")
 
 
 def wants_rft(args: list[str]) -> bool:
@@ -91,6 +106,7 @@ def run(args=None) -> dict:
     resume = resolve_resume(ppo_args.resume_from_checkpoint, ppo_args.output_dir,
                             kind="ppo" if ppo_args.algorithm == "ppo" else "trl")
     push = claim_push(ppo_args)
+    check_start_model(model_cfg)
     data = load_detox_data(data_cfg)
     lexicon = load_lexicon(vocab_cfg)
 

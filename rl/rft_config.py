@@ -8,7 +8,8 @@ if its score >= ``min_reward``, else nothing (``fallback: skip``) or the source'
 fields: loss, learning rate, batch size, epochs, any other field as ``sft_overrides: [name=value]``) trains
 a fresh adapter on the kept pairs and merges it -> the next round samples from that model.
 
-Not a ``TrainingArguments``: the rounds' training arguments belong to the supervised stage, which each round
+The defaults are the measured run of docs/rft.md (``configs/rl/rft.yaml`` adds only ``algorithm: rft`` and the
+shared reward). Not a ``TrainingArguments``: the rounds' training arguments belong to the supervised stage, which each round
 runs as it is (its checkpoints give the mid-round resume).
 """
 
@@ -27,15 +28,15 @@ class RFTConfig:
     output_dir: str = field(default="outputs/rl/rft", metadata={"help": "Where rounds and the final model go."})
     algorithm: Literal["rft"] = field(
         default="rft", metadata={"help": "rft (lets `rl/ppo.py --config` of this file hand over to rl/rft.py)."})
-    rounds: int = field(default=3, metadata={"help": "Sample -> score -> select -> SFT rounds."})
+    rounds: int = field(default=2, metadata={"help": "Sample -> score -> select -> SFT rounds."})
     sources_per_round: int = field(
-        default=512, metadata={"help": "Training sources sampled per round (sources the SFT run never saw first)."})
+        default=1024, metadata={"help": "Training sources sampled per round (sources the SFT run never saw first)."})
     samples_per_source: int = field(default=4, metadata={"help": "k: samples per source; the best one may be kept."})
     min_reward: float = field(
         default=0.5, metadata={"help": "Keep a source's best sample when its score (reward - truncation penalty) "
                                "is >= this."})
     fallback: Literal["skip", "reference"] = field(
-        default="skip", metadata={"help": "A source whose best sample is below min_reward: skip it, or train on its "
+        default="reference", metadata={"help": "A source whose best sample is below min_reward: skip it, or train on its "
                                   "first human reference instead."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1: off)."})
@@ -49,15 +50,20 @@ class RFTConfig:
         default="configs/sft/default.yaml",
         metadata={"help": "The supervised stage's config the rounds start from (LoRA settings, lengths, ...)."})
     sft_loss: Literal["ce", "toxic_penalty", "toxic_mask"] = field(
-        default="ce", metadata={"help": "Loss of the rounds' SFT (a kept sample is a whole target: ce)."})
-    sft_learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of each round's SFT."})
+        default="toxic_mask", metadata={"help": "Loss of the rounds' SFT (toxic_mask: the SFT default's, which weighs "
+                                        "the rewritten toxic spans; ce: every target token alike)."})
+    sft_learning_rate: float = field(
+        default=5e-5, metadata={"help": "Peak learning rate of each round's SFT (5e-5: full fine-tuning's, "
+                                "bench/sft_defaults.py)."})
     sft_batch_size: int = field(default=16, metadata={"help": "Pairs per SFT step."})
     sft_epochs: float = field(default=1.0, metadata={"help": "Passes over a round's kept pairs."})
     sft_save_steps: int = field(default=20, metadata={"help": "SFT checkpoint every N steps (mid-round resume)."})
     sft_eval_pairs: int = field(
         default=64, metadata={"help": "Dev pairs written beside a round's data for its eval_loss (>= 1)."})
     sft_overrides: list[str] = field(
-        default_factory=list, metadata={"help": "Any other supervised-stage field as name=value (e.g. lora_r=8)."})
+        default_factory=lambda: ["finetuning=full"],
+        metadata={"help": "Any other supervised-stage field as name=value (e.g. lora_r=8). Default: full fine-tuning "
+                  "(faster per step than LoRA on a CPU)."})
     # evaluation, logging, checkpoints
     eval_samples: int = field(
         default=64, metadata={"help": "Dev sources decoded greedily before and after the rounds (0: off)."})

@@ -15,18 +15,32 @@ copy rate, lexicon toxicity rate and ChrF are logged; above ``copy_warn`` a loud
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from transformers import Seq2SeqTrainingArguments
+
+from detoxrl.data import DataConfig
+
+
+@dataclass
+class SFTDataConfig(DataConfig):
+    """The SFT stage's data: ``DataConfig`` with the measured 4,000-pair subsample (saved as ``DataConfig``)."""
+
+    section: ClassVar[str] = "DataConfig"
+    max_train_pairs: int | None = field(
+        default=4000, metadata={"help": "Subsample the train split to at most this many pairs (null: all). 4,000: "
+                                "the measured default (docs/sft.md)."})
 
 
 @dataclass
 class DetoxSFTConfig(Seq2SeqTrainingArguments):
     """Training arguments for ``sft/train.py`` (every transformers TrainingArguments field works too)."""
 
-    output_dir: str = field(default="outputs/sft", metadata={"help": "Where checkpoints and the final model go."})
+    output_dir: str = field(default="outputs/sft/default",
+                            metadata={"help": "Where checkpoints and the final model go (rl/ppo.py starts from "
+                                      "outputs/sft/default)."})
     loss: Literal["ce", "toxic_penalty", "toxic_mask"] = field(
-        default="ce", metadata={"help": "ce | toxic_penalty | toxic_mask (see sft/losses.py)."}
+        default="toxic_mask", metadata={"help": "ce | toxic_penalty | toxic_mask (see sft/losses.py)."}
     )
     gamma: float = field(default=0.15, metadata={"help": "toxic_penalty weight: L = CE + gamma * mean toxic mass."})
     mask_strategy: Literal["toxic_only", "toxic_context", "inverse_toxic"] = field(
@@ -37,7 +51,7 @@ class DetoxSFTConfig(Seq2SeqTrainingArguments):
         default="keep", metadata={"help": "toxic_only/toxic_context pair without a toxic span: keep full loss or skip."}
     )
     max_source_length: int = field(default=128, metadata={"help": "Prompt tokens kept (longer prompts are cut)."})
-    max_target_length: int = field(default=128, metadata={"help": "Target tokens kept (longer targets are cut)."})
+    max_target_length: int = field(default=96, metadata={"help": "Target tokens kept (longer targets are cut)."})
     eval_max_pairs: int = field(default=256, metadata={"help": "Dev pairs used for eval_loss (0: all)."})
     guard_samples: int = field(default=64, metadata={"help": "Dev inputs decoded by the identity guard per evaluation (0: off)."})
     guard_max_new_tokens: int = field(default=64, metadata={"help": "Longest guard rewrite, in tokens."})
@@ -57,6 +71,9 @@ class DetoxSFTConfig(Seq2SeqTrainingArguments):
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
     report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Loggers: tensorboard | none | ..."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Data-loading workers."})
+    dataloader_pin_memory: bool = field(
+        default=False, metadata={"help": "Pin batches in page-locked memory (batches of token ids are small; on a "
+                                 "CPU-only machine pinning only warns)."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
 
     def __post_init__(self):

@@ -24,7 +24,7 @@ import time
 import torch
 
 from detoxrl.config import DetoxParser, run_cli, save_resolved_config
-from detoxrl.data import DataConfig, group_references, load_detox_data
+from detoxrl.data import group_references, load_detox_data
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings
 from detoxrl.log import setup_logging
@@ -33,7 +33,7 @@ from detoxrl.models.loading import load_model
 from detoxrl.resume import resolve_resume
 from detoxrl.prompts import PromptConfig, PromptFormatter
 from detoxrl.vocab import VocabConfig, load_lexicon, toxic_token_ids
-from sft.config import DetoxSFTConfig
+from sft.config import DetoxSFTConfig, SFTDataConfig
 from sft.features import FeatureBuilder, PairCollator
 from detoxrl.hub_push import claim_push, push_run
 from detoxrl.runcard import build_card, write_card
@@ -41,7 +41,7 @@ from sft.save import save_folder, save_merged, write_model_card
 from sft.trainer import DetoxCausalTrainer, DetoxSeq2SeqTrainer, IdentityGuard
 
 log = logging.getLogger("detoxrl")
-CONFIGS = [DataConfig, VocabConfig, DetoxModelConfig, PromptConfig, DetoxSFTConfig]
+CONFIGS = [SFTDataConfig, VocabConfig, DetoxModelConfig, PromptConfig, DetoxSFTConfig]
 
 
 def parse(args=None):

@@ -43,12 +43,26 @@ class CharShareReward:
         return RewardBreakdown(total, total, zeros, None, None, None, flags, flags, flags)
 
 
+# The PPO settings the unit tests were written for (configs/rl/value_head.yaml's critic, one response per source,
+# raw scores). The shipped default (the feature critic on 64 rollouts) has its own tests: test_feature_critic.py,
+# test_value_fit.py, test_defaults.py.
+VALUE_HEAD = dict(samples_per_prompt=1, num_mini_batches=1, value_features="hidden", value_replay_steps=0,
+                  value_ridge=None, value_shrink=1.0, critic_warmup_steps=0, reward_norm="none",
+                  value_learning_rate=None, max_packed_tokens=1024)
+VALUE_HEAD_ARGV = [t for k, v in VALUE_HEAD.items() for t in (f"--{k}", "null" if v is None else str(v))]
+
+
+def ppo_config(**kw) -> DetoxPPOConfig:
+    """``DetoxPPOConfig`` with ``VALUE_HEAD`` under ``kw``."""
+    return DetoxPPOConfig(**{**VALUE_HEAD, **kw})
+
+
 def ppo_args(out, **kw) -> DetoxPPOConfig:
     base = dict(output_dir=str(out), max_steps=4, rollout_batch_size=8, max_new_tokens=6, report_to="none",
                 save_steps=0, use_cpu=True, kl_coef=0.0, truncation_penalty=0.0, eval_samples=0, sample_every=0,
                 disable_tqdm=True, learning_rate=1e-3)
     base.update(kw)
-    return DetoxPPOConfig(**base)
+    return ppo_config(**base)
 
 
 def make_trainer(model_dir: str, out, reward=None, finetuning: str = "full", seed: int = 0, policy_adapter="new",

@@ -60,11 +60,11 @@ def test_critic_warmup_freezes_the_actor(run, tmp_path):
 
 
 def test_critic_warmup_config_checks():
-    from rl.config import DetoxPPOConfig
+    from tests.rl_helpers import ppo_config
 
     with pytest.raises(ValueError, match="critic_warmup_steps must be >= 0 and < max_steps"):
-        DetoxPPOConfig(output_dir="x", max_steps=3, critic_warmup_steps=3, report_to="none")
+        ppo_config(output_dir="x", max_steps=3, critic_warmup_steps=3, report_to="none")
     # the default config's warm-up does not stop `--algorithm grpo`: GRPO/RLOO have no critic to warm up
-    assert DetoxPPOConfig(output_dir="x", algorithm="grpo", critic_warmup_steps=1, report_to="none").critic_warmup_steps == 0
+    assert ppo_config(output_dir="x", algorithm="grpo", critic_warmup_steps=1, report_to="none").critic_warmup_steps == 0
     with pytest.raises(ValueError, match="value_learning_rate must be > 0"):
-        DetoxPPOConfig(output_dir="x", value_learning_rate=0.0, report_to="none")
+        ppo_config(output_dir="x", value_learning_rate=0.0, report_to="none")

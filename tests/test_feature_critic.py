@@ -207,10 +207,10 @@ def test_resume_restores_the_feature_critic(run, tmp_path):
 
 
 def test_feature_critic_config_checks():
-    from rl.config import DetoxPPOConfig
+    from tests.rl_helpers import ppo_config
 
     def cfg(**kw):
-        return DetoxPPOConfig(output_dir="x", report_to="none", **kw)
+        return ppo_config(output_dir="x", report_to="none", rollout_batch_size=16, **kw)
 
     with pytest.raises(ValueError, match="samples_per_prompt 3 must be >= 1 and divide rollout_batch_size 16"):
         cfg(samples_per_prompt=3)

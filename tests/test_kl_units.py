@@ -62,11 +62,11 @@ def test_return_is_raw_score_minus_kl_in_score_units(mode):
 
 @pytest.mark.parametrize("norm", ["none", "running"])
 def test_trl_beta_mapping(norm, tmp_path):
-    from rl.config import DetoxPPOConfig
+    from tests.rl_helpers import ppo_config
     from rl.trl_algos import trl_config
 
     def cfg(algorithm):
-        args = DetoxPPOConfig(output_dir=str(tmp_path), algorithm=algorithm, reward_norm=norm, kl_coef=0.02,
+        args = ppo_config(output_dir=str(tmp_path), algorithm=algorithm, reward_norm=norm, kl_coef=0.02,
                               rollout_batch_size=8, num_generations=4, report_to="none", use_cpu=True)
         return trl_config(args, algorithm)
 

@@ -22,10 +22,11 @@ def _wrapped(model, layer_cls_name):
     return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == layer_cls_name})
 
 
-def test_defaults_follow_the_seeds():
+def test_defaults_are_the_measured_sft_setup():
     cfg = DetoxModelConfig()
-    assert (cfg.finetuning, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_bias) == ("lora", 8, 16, 0.05, "none")
-    assert cfg.lora_target_modules == ["qv"] and cfg.use_peft and not cfg.load_in_4bit
+    assert (cfg.finetuning, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_bias) == ("lora", 16, 32, 0.05,
+                                                                                             "none")
+    assert cfg.lora_target_modules == ["all-linear"] and cfg.use_peft and not cfg.load_in_4bit
     assert cfg.trust_remote_code is False
 
 
@@ -86,7 +87,7 @@ def test_all_linear_and_explicit_targets(tiny_dir):
     assert "lm_head" not in wrapped
     model = load_model(_cfg(tiny_dir("t5"), lora_target_modules=["q", "wo"], lora_r=4, lora_bias="all")).model
     lora = model.peft_config["default"]
-    assert lora.r == 4 and lora.lora_alpha == 16 and lora.bias == "all" and lora.target_modules == {"q", "wo"}
+    assert lora.r == 4 and lora.lora_alpha == 32 and lora.bias == "all" and lora.target_modules == {"q", "wo"}
 
 
 def test_missing_target_module_lists_linear_layers(tiny_dir):

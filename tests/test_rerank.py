@@ -318,3 +318,27 @@ def test_feedback_serve_decodes_best_of_n_and_says_so(run, tmp_path, toy_data, m
     assert app.info()["decoding"] == app.decoding and len(app.rewrite(["you stupid idiot"])) == 1
     assert feedback_main(["serve", "--model", run, "--store", str(tmp_path / "fb.db"), "--best_of", "0"]) == 2
     assert "best_of must be >= 1" in capsys.readouterr().err
+
+
+def test_best_of_n_reranks_with_the_reward_the_run_was_trained_with(tmp_path):
+    """No rerank_config: the RewardConfig of the run's resolved_config.yaml (also from its merged/ folder); a
+    rerank_config given wins; a folder without one falls back to configs/rewards/default.yaml."""
+    import yaml
+
+    from rewards.rerank import reward_source
+
+    run = tmp_path / "run"
+    (run / "merged").mkdir(parents=True)
+    (run / "resolved_config.yaml").write_text(yaml.safe_dump({
+        "RewardConfig": {"w_fluency": 0.0, "toxicity_backend": "lexicon", "copy_penalty": 0.25, "gone_field": 1},
+        "VocabConfig": {"lexicon_lang": "en"}}))
+    for ref in (str(run), str(run / "merged")):
+        reward, vocab, where = reward_source(None, ref)
+        assert (reward.w_fluency, reward.toxicity_backend, reward.copy_penalty) == (0.0, "lexicon", 0.25)
+        assert where == f"the reward {ref} was trained with" and vocab.lexicon_lang == "en"
+    given = tmp_path / "r.yaml"
+    given.write_text("w_similarity: 2.0\n")
+    reward, _, where = reward_source(str(given), str(run))
+    assert (reward.w_similarity, reward.w_fluency, where) == (2.0, 1.0, str(given))
+    reward, _, where = reward_source(None, str(tmp_path))
+    assert (reward.w_fluency, where) == (1.0, "configs/rewards/default.yaml")

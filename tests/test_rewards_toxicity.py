@@ -116,10 +116,50 @@ def test_missing_hf_model_is_a_user_error(tmp_path):
         build_toxicity_scorer(ToxicityConfig(toxicity_model=str(tmp_path / "nope")), device="cpu")
 
 
-def test_untrained_default_classifier_says_what_to_run(tmp_path, monkeypatch):
+def test_untrained_other_cache_classifier_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv("DETOXRL_CACHE", str(tmp_path))
-    with pytest.raises(UserError, match="not trained yet.*detox-train-toxicity"):
-        build_toxicity_scorer(ToxicityConfig(), device="cpu")
+    with pytest.raises(UserError, match="'detoxrl-toxicity-minilm-v9' is not trained yet.*`detoxrl train-toxicity "
+                                        "--output_dir .*detoxrl-toxicity-minilm-v9` once"):
+        build_toxicity_scorer(ToxicityConfig(toxicity_model="detoxrl-toxicity-minilm-v9"), device="cpu")
+
+
+def test_missing_shipped_classifiers_are_trained_once_on_first_use(tmp_path, monkeypatch, caplog):
+    """Two processes (here threads, each with its own lock file handle) asking for the missing reward classifier:
+    one trains it with `detoxrl train-toxicity`'s settings, the other waits and uses it; the eval judge is trained
+    without ParaDetox from seed 1."""
+    import threading
+    import time
+
+    from rewards import train_toxicity
+    from rewards.toxicity.default import resolve_classifier_ref
+
+    monkeypatch.setenv("DETOXRL_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_run(cfg, data_cfg):
+        calls.append((cfg.output_dir, cfg.use_paradetox, cfg.seed, data_cfg.dataset))
+        time.sleep(0.3)  # long enough for the other thread to reach the lock
+        os.makedirs(cfg.output_dir)
+        for name in ("config.json", "model.safetensors"):
+            open(os.path.join(cfg.output_dir, name), "w").close()
+
+    monkeypatch.setattr(train_toxicity, "run", fake_run)
+    got = []
+    with caplog.at_level("INFO", logger="detoxrl"):
+        threads = [threading.Thread(target=lambda: got.append(resolve_classifier_ref("detoxrl-toxicity-minilm")))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    folder = str(tmp_path / "models" / "detoxrl-toxicity-minilm")
+    assert got == [folder, folder]
+    assert calls == [(folder, True, 0, "../shared/data/paradetox/paradetox.tsv")]
+    assert "is not trained yet: training it once into" in caplog.text and "trained by another process" in caplog.text
+    assert resolve_classifier_ref("detoxrl-toxicity-minilm-external", train_missing=False).endswith("-external")
+    assert len(calls) == 1  # a check does not train
+    resolve_classifier_ref("detoxrl-toxicity-minilm-external")
+    assert calls[-1][1:3] == (False, 1)
 
 
 def test_detoxify_refuses_untrusted_pickle(tmp_path):

@@ -69,7 +69,7 @@ def _trainer(run_dir, data, vocab, out, reward=None, **kw) -> RFTTrainer:
     base = dict(model_name_or_path=run_dir, output_dir=str(out), rounds=2, sources_per_round=12,
                 samples_per_source=4, min_reward=0.1, max_new_tokens=6, gen_batch_size=48, temperature=1.0,
                 truncation_penalty=0.0, sft_learning_rate=3e-3, sft_batch_size=8, sft_epochs=2.0, sft_save_steps=1,
-                eval_samples=0, report_to="none",
+                eval_samples=0, report_to="none", fallback="skip", sft_loss="ce",
                 sft_overrides=["finetuning=full", "max_target_length=16", "warmup_steps=0",
                                "lr_scheduler_type=constant", "disable_tqdm=true", "logging_steps=1"])
     base.update(kw)

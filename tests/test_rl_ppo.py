@@ -11,7 +11,7 @@ import pytest
 
 from detoxrl.errors import ConfigError, UserError
 from rl.ppo import parse, run
-from tests.rl_helpers import make_run
+from tests.rl_helpers import VALUE_HEAD_ARGV, make_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +23,7 @@ def _args(run_dir, data, out, *extra):
             "--toxicity_backend", "lexicon", "--w_similarity", "0", "--w_fluency", "0",
             "--finetuning", "lora", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "all-linear",
             "--rollout_batch_size", "4", "--max_new_tokens", "4", "--max_steps", "2", "--save_steps", "1",
-            "--eval_samples", "2", "--sample_every", "1", "--disable_tqdm", "true", *extra]
+            "--eval_samples", "2", "--sample_every", "1", "--disable_tqdm", "true", *VALUE_HEAD_ARGV, *extra]
 
 
 @pytest.mark.parametrize("kind,family", [("llama", "causal"), ("t5", "seq2seq")])

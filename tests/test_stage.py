@@ -99,18 +99,17 @@ def test_capture_tees_output_and_logs_into_the_file(tmp_path, capsys):
 
 
 def test_named_cache_classifiers_resolve_to_the_cache(tmp_path, monkeypatch):
-    from rewards.toxicity.default import resolve_classifier_ref
+    from rewards.toxicity.default import resolve_classifier_ref, train_command
 
     monkeypatch.setenv("DETOXRL_CACHE", str(tmp_path))
-    with pytest.raises(UserError, match="'detoxrl-toxicity-minilm-external' is not trained yet.*"
-                                        "detox-train-toxicity --use_paradetox false --seed 1 "
-                                        "--output_dir .*detoxrl-toxicity-minilm-external"):
-        resolve_classifier_ref("detoxrl-toxicity-minilm-external", "judge_toxicity_model")
     folder = tmp_path / "models" / "detoxrl-toxicity-minilm-external"
+    assert train_command("detoxrl-toxicity-minilm-external") == (
+        f"detoxrl train-toxicity --use_paradetox false --seed 1 --output_dir {folder}")
+    assert resolve_classifier_ref("detoxrl-toxicity-minilm-external", train_missing=False) == str(folder)
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
     (folder / "model.safetensors").write_bytes(b"")
     assert resolve_classifier_ref("detoxrl-toxicity-minilm-external") == str(folder)
     assert resolve_classifier_ref("s-nlp/roberta_toxicity_classifier") == "s-nlp/roberta_toxicity_classifier"
-    with pytest.raises(UserError, match="detox-train-toxicity\\)? once|`detox-train-toxicity` once"):
-        resolve_classifier_ref("detoxrl-toxicity-minilm")
+    with pytest.raises(UserError, match="`detoxrl train-toxicity --output_dir .*detoxrl-toxicity-minilm-x` once"):
+        resolve_classifier_ref("detoxrl-toxicity-minilm-x")

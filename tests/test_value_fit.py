@@ -176,11 +176,11 @@ def test_resume_restores_the_replay_buffer(run, tmp_path):
 
 
 def test_replay_config_checks():
-    from rl.config import DetoxPPOConfig
+    from tests.rl_helpers import ppo_config
 
     with pytest.raises(ValueError, match="value_replay_steps must be >= 0"):
-        DetoxPPOConfig(output_dir="x", value_replay_steps=-1, report_to="none")
+        ppo_config(output_dir="x", value_replay_steps=-1, report_to="none")
     with pytest.raises(ValueError, match="value_ridge must be > 0"):
-        DetoxPPOConfig(output_dir="x", value_replay_steps=4, value_ridge=0.0, report_to="none")
+        ppo_config(output_dir="x", value_replay_steps=4, value_ridge=0.0, report_to="none")
     with pytest.raises(ValueError, match="value_ridge is only used by the replay fit"):
-        DetoxPPOConfig(output_dir="x", value_ridge=1.0, report_to="none")
+        ppo_config(output_dir="x", value_ridge=1.0, report_to="none")

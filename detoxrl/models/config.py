@@ -18,7 +18,8 @@ base frees memory for larger batches and models), ``lora`` elsewhere. On CPU, Lo
 until QLoRA's quality there is measured against it (``docs/models.md`` has the speed figures of
 ``python bench/sft.py --losses ce --finetuning lora qlora --no-trl``).
 
-Defaults follow the seed setups: r=8, alpha=16, dropout 0.05, no bias, targets ``qv``.
+Defaults are the measured default SFT setup (``configs/sft/default.yaml``, docs/sft.md): LoRA r=16, alpha=32,
+dropout 0.05, no bias, on every linear layer. The seed setups (``configs/sft/*_lora*.yaml``) set their own.
 """
 
 from __future__ import annotations
@@ -60,14 +61,14 @@ class DetoxModelConfig(ModelConfig):
         default="auto",
         metadata={"help": "auto reads config.is_encoder_decoder; set it only to override."},
     )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
     lora_bias: Literal["none", "all", "lora_only"] = field(
         default="none", metadata={"help": "Which biases train with LoRA: none | all | lora_only."}
     )
     lora_target_modules: list[str] | None = field(
-        default_factory=lambda: ["qv"],
+        default_factory=lambda: ["all-linear"],
         metadata={"help": "Named set (qv | qkvo | all-linear), mapped to each architecture's layer "
                   "names (T5: q,v; BART/Llama: q_proj,v_proj; GPT-2: c_attn), or explicit module names."},
     )

@@ -114,3 +114,18 @@ def _adapter_base(adapter: str) -> str:
     if not base:
         raise UserError(f"{adapter}/adapter_config.json names no base_model_name_or_path")
     return base
+
+
+def resolved_section(ref: str, section: str) -> dict | None:
+    """One section (``RewardConfig``, ``DataConfig``, ...) of the ``resolved_config.yaml`` a run saved, read from
+    ``ref`` or its parent (``<run>/merged``, ``<run>/adapter``); None when there is none."""
+    import yaml
+
+    for folder in (ref, os.path.dirname(os.path.normpath(ref))):
+        path = os.path.join(folder, "resolved_config.yaml")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+            value = data.get(section) if isinstance(data, dict) else None
+            return value if isinstance(value, dict) else None
+    return None
