@@ -173,6 +173,7 @@ class DetoxPPOConfig(TrainingArguments):
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
     report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "tensorboard | none."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
+    disable_tqdm: bool | None = field(default=False, metadata={"help": "Hide the progress bars."})
 
     @classmethod
     def unread_fields(cls) -> frozenset[str]:

@@ -97,7 +97,7 @@ def trl_config(args, algorithm: str):
               max_grad_norm=args.max_grad_norm, lr_scheduler_type=args.lr_scheduler_type,
               warmup_steps=args.warmup_steps, logging_steps=args.logging_steps, save_steps=args.save_steps,
               save_total_limit=args.save_total_limit, report_to=args.report_to, seed=args.seed, use_cpu=args.use_cpu,
-              bf16=args.bf16, disable_dropout=True,
+              bf16=args.bf16, disable_dropout=True, disable_tqdm=args.disable_tqdm,
               log_completions=False)
     if algorithm == "grpo":  # see the module docstring: KL units
         if args.reward_norm == "none":

@@ -71,6 +71,9 @@ class DetoxSFTConfig(Seq2SeqTrainingArguments):
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
     report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "Loggers: tensorboard | none | ..."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Data-loading workers."})
+    disable_tqdm: bool | None = field(
+        default=False, metadata={"help": "Hide the progress bars (transformers would hide them whenever its logger "
+                                 "is quieter than WARNING, which detoxrl's default verbosity is)."})
     dataloader_pin_memory: bool = field(
         default=False, metadata={"help": "Pin batches in page-locked memory (batches of token ids are small; on a "
                                  "CPU-only machine pinning only warns)."})

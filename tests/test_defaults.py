@@ -112,6 +112,7 @@ def test_the_bare_commands_run_the_measured_defaults():
             ppo.value_features, ppo.reward_norm, ppo.output_dir) == (50, 64, 2, 16, "lexicon+sibling", "running",
                                                                      "outputs/rl/default")
     assert (reward.form, reward.toxicity_model) == ("product", "detoxrl-toxicity-minilm")
+    assert sft.disable_tqdm is False and ppo.disable_tqdm is False  # progress bars whatever the log level
 
 
 def test_resolved_config_keeps_the_section_names_readers_look_up():

@@ -169,3 +169,18 @@ def test_real_minilm_loads_offline_and_embeds():
     emb = model.encode(["you are rude", "you are impolite", "the train leaves at nine"], convert_to_tensor=True)
     sim = torch.nn.functional.cosine_similarity(emb[0:1], emb[1:])
     assert emb.shape == (3, 384) and sim[0] > sim[1] + 0.2
+
+
+@pytest.mark.parametrize("local_rank", [0, 1])
+def test_quantized_models_sit_on_their_own_process_gpu_when_cuda_is_there(monkeypatch, local_rank):
+    """With CUDA faked present, a 4-bit/8-bit load puts the whole model on the process's own GPU (its local rank),
+    as DDP needs; trl 1.x has no get_kbit_device_map, which this used to import (every CUDA k-bit load crashed)."""
+    from accelerate import PartialState
+
+    from detoxrl.models import loading
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(PartialState, "local_process_index", property(lambda self: local_rank))
+    for finetuning in ("qlora", "lora8bit"):
+        assert loading._device_map(DetoxModelConfig(finetuning=finetuning)) == {"": local_rank}
+    assert loading._device_map(DetoxModelConfig(finetuning="lora")) is None

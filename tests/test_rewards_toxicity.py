@@ -137,7 +137,8 @@ def test_missing_shipped_classifiers_are_trained_once_on_first_use(tmp_path, mon
     calls = []
 
     def fake_run(cfg, data_cfg):
-        calls.append((cfg.output_dir, cfg.use_paradetox, cfg.seed, data_cfg.dataset))
+        calls.append((cfg.output_dir, cfg.use_paradetox, cfg.seed, data_cfg.dataset, cfg.num_threads))
+        torch.set_num_threads(1)  # what train_toxicity.run does with its own num_threads
         time.sleep(0.3)  # long enough for the other thread to reach the lock
         os.makedirs(cfg.output_dir)
         for name in ("config.json", "model.safetensors"):
@@ -154,12 +155,20 @@ def test_missing_shipped_classifiers_are_trained_once_on_first_use(tmp_path, mon
             t.join()
     folder = str(tmp_path / "models" / "detoxrl-toxicity-minilm")
     assert got == [folder, folder]
-    assert calls == [(folder, True, 0, "../shared/data/paradetox/paradetox.tsv")]
+    assert [c[:4] for c in calls] == [(folder, True, 0, "../shared/data/paradetox/paradetox.tsv")]
     assert "is not trained yet: training it once into" in caplog.text and "trained by another process" in caplog.text
     assert resolve_classifier_ref("detoxrl-toxicity-minilm-external", train_missing=False).endswith("-external")
     assert len(calls) == 1  # a check does not train
-    resolve_classifier_ref("detoxrl-toxicity-minilm-external")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)  # a count the fake training's set_num_threads(1) cannot match by chance
+    try:
+        resolve_classifier_ref("detoxrl-toxicity-minilm-external")
+        kept = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+    threads += 1
     assert calls[-1][1:3] == (False, 1)
+    assert calls[-1][4] == threads and kept == threads  # the caller's threads, kept after
 
 
 def test_detoxify_refuses_untrusted_pickle(tmp_path):

@@ -71,13 +71,14 @@ def _dtype(name: str | None):
 
 
 def _device_map(cfg: DetoxModelConfig):
-    """Quantized models must sit on one device per process (TRL's ``get_kbit_device_map``)."""
+    """Quantized models must sit whole on this process's own device: ``{"": local rank}`` on CUDA (what TRL's
+    ``get_kbit_device_map`` returned before TRL 1.x dropped it), the CPU elsewhere."""
     if not cfg.quantized:
         return None
     if torch.cuda.is_available():
-        from trl import get_kbit_device_map
+        from accelerate import PartialState
 
-        return get_kbit_device_map()
+        return {"": PartialState().local_process_index}
     return {"": "cpu"}
 
 

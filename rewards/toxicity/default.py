@@ -93,10 +93,18 @@ def train_on_first_use(ref: str, folder: str) -> None:
         from detoxrl.data import DataConfig
         from rewards import train_toxicity
 
+        import torch
+
         start = time.perf_counter()
-        cfg, data_cfg = DetoxParser([train_toxicity.TrainToxicityConfig, DataConfig],
-                                    prog=TRAIN_COMMAND).parse([*TRAIN_ARGS[ref], "--output_dir", folder])
-        train_toxicity.run(cfg, data_cfg)
+        # this process's own threads (the load average it would otherwise go by still counts the stage before it),
+        # and left as they were for the stage that asked
+        threads = torch.get_num_threads()
+        cfg, data_cfg = DetoxParser([train_toxicity.TrainToxicityConfig, DataConfig], prog=TRAIN_COMMAND).parse(
+            [*TRAIN_ARGS[ref], "--output_dir", folder, "--num_threads", str(threads)])
+        try:
+            train_toxicity.run(cfg, data_cfg)
+        finally:
+            torch.set_num_threads(threads)
         log.info("toxicity classifier '%s' trained in %.1f min", ref, (time.perf_counter() - start) / 60)
 
 
