@@ -175,12 +175,15 @@ def test_real_minilm_loads_offline_and_embeds():
 def test_quantized_models_sit_on_their_own_process_gpu_when_cuda_is_there(monkeypatch, local_rank):
     """With CUDA faked present, a 4-bit/8-bit load puts the whole model on the process's own GPU (its local rank),
     as DDP needs; trl 1.x has no get_kbit_device_map, which this used to import (every CUDA k-bit load crashed)."""
-    from accelerate import PartialState
+    import accelerate
 
     from detoxrl.models import loading
 
+    class Rank:  # accelerate's PartialState of process `local_rank` (the real one would set up CUDA)
+        local_process_index = local_rank
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(PartialState, "local_process_index", property(lambda self: local_rank))
+    monkeypatch.setattr(accelerate, "PartialState", Rank)
     for finetuning in ("qlora", "lora8bit"):
         assert loading._device_map(DetoxModelConfig(finetuning=finetuning)) == {"": local_rank}
     assert loading._device_map(DetoxModelConfig(finetuning="lora")) is None
