@@ -115,7 +115,7 @@ class Detoxifier:
         except UserError as exc:
             raise UserError(f"model '{path_or_id}': its card's decoding with the settings given: {exc}") from None
         if settings.best_of > 1 and reranker is None:
-            reranker = load_reranker(rerank_config, resolve_path(path_or_id) or path_or_id)
+            reranker = load_reranker(rerank_config, path_or_id)
         trained = load_trained(path_or_id, dtype=dtype)
         settings = replace(trained.generation, **overrides)
         model = trained.model.to(resolve_device(device))

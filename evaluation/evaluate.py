@@ -39,7 +39,6 @@ from detoxrl.data import DataConfig, group_references, load_detox_data
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings, generate_rewrites
 from detoxrl.log import setup_logging
-from detoxrl.paths import resolve_path
 from detoxrl.prompts import PromptConfig
 from detoxrl.rerank import best_of_n
 from detoxrl.validate import ENCODING_HELP, check_generation, read_lines
@@ -211,7 +210,7 @@ def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig
     for s in systems:  # the text of every predictions file decodes, before anything is loaded
         if s.kind == "predictions" and os.path.isfile(s.ref):
             read_lines(s.ref, f"predictions file '{s.ref}'", cfg.encoding_errors)
-    rerankers = {s.name: LazyReranker(cfg.rerank_config, resolve_path(s.ref) or s.ref) for s in systems
+    rerankers = {s.name: LazyReranker(cfg.rerank_config, s.ref) for s in systems
                  if s.kind == "model" and system_settings(s, generation).best_of > 1}
     log.info("using %d torch threads", set_torch_threads(cfg.num_threads))
     test = load_test_set(data_cfg, cfg.eval_split, cfg.max_eval_sentences)

@@ -55,11 +55,12 @@ def reward_source(path: str | None, model: str | None = None) -> tuple[RewardCon
     from detoxrl.models.runs import resolved_section
     from detoxrl.rerank import DEFAULT_RERANK_CONFIG
 
-    recorded = resolved_section(resolve_path(model) or model, "RewardConfig") if model and not path else None
+    run = resolve_path(model) or model if model and not path else None
+    recorded = resolved_section(run, "RewardConfig") if run else None
     if recorded is None:
         reward_cfg, vocab = parse_reward_config(path or DEFAULT_RERANK_CONFIG)
         return reward_cfg, vocab, path or DEFAULT_RERANK_CONFIG
-    vocab_section = resolved_section(resolve_path(model) or model, "VocabConfig") or {}
+    vocab_section = resolved_section(run, "VocabConfig") or {}
     try:
         reward_cfg = RewardConfig(**_known(RewardConfig, recorded))
         vocab = VocabConfig(**_known(VocabConfig, vocab_section))

@@ -222,12 +222,11 @@ class DetoxPPOConfig(TrainingArguments):
                     ", ".join(f"{k} {v}" for k, v in changed.items()), self.algorithm)
                 for k in changed:
                     setattr(self, k, PPO_CRITIC_OFF[k])
-        if self.algorithm == "ppo":
-            for name in ("bf16", "gradient_checkpointing"):
-                if getattr(self, name):
-                    raise ValueError(f"{name} is read by algorithm grpo/rloo only; PPO takes mixed precision from "
-                                     "accelerate (accelerate launch --mixed_precision bf16, or the accelerate config)"
-                                     if name == "bf16" else f"{name} is read by algorithm grpo/rloo only; unset it")
+        if self.algorithm == "ppo" and self.bf16:
+            raise ValueError("bf16 is read by algorithm grpo/rloo only; PPO takes mixed precision from accelerate "
+                             "(accelerate launch --mixed_precision bf16, or the accelerate config)")
+        if self.algorithm == "ppo" and self.gradient_checkpointing:
+            raise ValueError("gradient_checkpointing is read by algorithm grpo/rloo only; unset it")
         if not 0 <= self.critic_warmup_steps < self.max_steps:
             raise ValueError(f"critic_warmup_steps must be >= 0 and < max_steps {self.max_steps} "
                              f"(got {self.critic_warmup_steps}); for a short run pass --critic_warmup_steps 0")

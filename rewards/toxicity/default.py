@@ -66,13 +66,17 @@ def resolve_classifier_ref(ref: str, field: str = "toxicity_model", train_missin
             train_on_first_use(ref, folder)
         return folder
     raise UserError(f"{field}: the toxicity classifier '{ref}' is not trained yet (no model at {folder}). "
-                    f"Run `{TRAIN_COMMAND} --output_dir {folder}` once (about {TRAIN_MINUTES} minutes on a 2-core "
-                    f"CPU, offline), or set {field} to a classifier folder or hub id, or use toxicity_backend: "
-                    "lexicon")
+                    f"Run `{train_command(ref)}` once (about {TRAIN_MINUTES} minutes on a 2-core CPU, offline), "
+                    f"or set {field} to a classifier folder or hub id, or use toxicity_backend: lexicon")
+
+
+def train_argv(ref: str) -> list[str]:
+    """The ``detoxrl train-toxicity`` flags that train the cache classifier ``ref``."""
+    return [*TRAIN_ARGS.get(ref, []), "--output_dir", default_classifier_dir(ref)]
 
 
 def train_command(ref: str) -> str:
-    return " ".join(["detoxrl train-toxicity", *TRAIN_ARGS[ref], "--output_dir", default_classifier_dir(ref)])
+    return " ".join([TRAIN_COMMAND, *train_argv(ref)])
 
 
 def train_on_first_use(ref: str, folder: str) -> None:
@@ -100,7 +104,7 @@ def train_on_first_use(ref: str, folder: str) -> None:
         # and left as they were for the stage that asked
         threads = torch.get_num_threads()
         cfg, data_cfg = DetoxParser([train_toxicity.TrainToxicityConfig, DataConfig], prog=TRAIN_COMMAND).parse(
-            [*TRAIN_ARGS[ref], "--output_dir", folder, "--num_threads", str(threads)])
+            [*train_argv(ref), "--num_threads", str(threads)])
         try:
             train_toxicity.run(cfg, data_cfg)
         finally:
