@@ -34,7 +34,8 @@ def latest_checkpoint(output_dir: str) -> str | None:
 KINDS = {
     "sft": (("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "adapter_model.bin",
              "pytorch_model.bin"),),
-    "ppo": (("trainable.safetensors",), ("adapter",)),
+    # the trainable tensors (one process or DDP), DeepSpeed's or FSDP's own model folder (rl/checkpoint.py)
+    "ppo": (("trainable.safetensors", "pytorch_model", "pytorch_model_fsdp_0"), ("adapter",)),
 }
 KINDS["trl"] = KINDS["sft"]  # grpo/rloo: TRL's trainers save like transformers' Trainer
 

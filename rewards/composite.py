@@ -127,9 +127,11 @@ class RewardBreakdown:
 class CompositeReward:
     """Loads the judges with weight > 0 once; call it on (sources, outputs) batches."""
 
-    def __init__(self, cfg: RewardConfig, vocab: VocabConfig | None = None):
+    def __init__(self, cfg: RewardConfig, vocab: VocabConfig | None = None, device=None):
+        """``device``: where ``reward_device: auto`` puts the judges (the training process's device, given by the RL
+        stage); None means ``resolve_device('auto')``."""
         self.cfg = cfg
-        self.device = resolve_device(cfg.reward_device)
+        self.device = resolve_device(device if cfg.reward_device == "auto" and device is not None else cfg.reward_device)
         self.weights = {k: w for k, w in cfg.weights().items() if w > 0}
         self.toxicity = self._load("toxicity",
                                    lambda: build_toxicity_scorer(cfg.part(ToxicityConfig), self.device, vocab))

@@ -26,12 +26,14 @@ The reward's own fields (``w_toxicity``, ``form``, ...) live in ``rewards.compos
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal
 
 from transformers import TrainingArguments
 
+from detoxrl.errors import ConfigError
 from detoxrl.models.config import DetoxModelConfig
 from rl.core import KLEstimator
 
@@ -94,6 +96,13 @@ class DetoxPPOConfig(TrainingArguments):
     top_k: int = field(default=0, metadata={"help": "Top-k sampling (0: off)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1: off)."})
     num_generations: int = field(default=4, metadata={"help": "grpo/rloo: completions per prompt (a group)."})
+    use_vllm: bool = field(
+        default=False, metadata={"help": "grpo/rloo: generate the completions with vLLM (TRL's use_vllm; needs `pip "
+                                 "install vllm` and a GPU). ppo generates with transformers and refuses it."})
+    vllm_mode: Literal["colocate", "server"] = field(
+        default="colocate", metadata={"help": "grpo/rloo with use_vllm: colocate (vLLM runs in each training process "
+                                      "and shares its GPU) | server (a separate `trl vllm-serve` process on "
+                                      "port 8000 of this machine, TRL's default)."})
     max_new_tokens_ratio: float | None = field(
         default=None, metadata={"help": "ppo: cap each response at ceil(ratio x its source's tokens) + "
                                 "max_new_tokens_extra new tokens (and at max_new_tokens); a response cut there counts "
@@ -227,6 +236,14 @@ class DetoxPPOConfig(TrainingArguments):
                              "(accelerate launch --mixed_precision bf16, or the accelerate config)")
         if self.algorithm == "ppo" and self.gradient_checkpointing:
             raise ValueError("gradient_checkpointing is read by algorithm grpo/rloo only; unset it")
+        if self.vllm_mode not in ("colocate", "server"):
+            raise ValueError(f"vllm_mode must be colocate or server (got {self.vllm_mode})")
+        if self.use_vllm and self.algorithm == "ppo":
+            raise ConfigError("use_vllm is read by algorithm grpo/rloo only: algorithm ppo (ours) generates with "
+                              "transformers; set algorithm grpo or rloo, or unset use_vllm")
+        if self.use_vllm and importlib.util.find_spec("vllm") is None:
+            raise ConfigError("use_vllm: vllm is not installed; pip install vllm (on a CUDA machine), or unset "
+                              "use_vllm to generate with transformers")
         if not 0 <= self.critic_warmup_steps < self.max_steps:
             raise ValueError(f"critic_warmup_steps must be >= 0 and < max_steps {self.max_steps} "
                              f"(got {self.critic_warmup_steps}); for a short run pass --critic_warmup_steps 0")

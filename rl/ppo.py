@@ -110,10 +110,12 @@ def run(args=None) -> dict:
     data = load_detox_data(data_cfg)
     lexicon = load_lexicon(vocab_cfg)
 
+    from rl.distributed import process_device
     from rl.policy import load_policy
 
     policy = load_policy(model_cfg, ppo_args.policy_adapter, ppo_args.critic)
-    reward = CompositeReward(reward_cfg, vocab_cfg)
+    # the judges on this process's device (cuda:<local rank> on GPUs), not every rank's on GPU 0
+    reward = CompositeReward(reward_cfg, vocab_cfg, device=process_device(ppo_args.use_cpu))
     log.info("reward: %s", reward.describe())
     prompts = training_sources(data.train, policy.formatter, ppo_args.max_prompt_length)
     dev_sources, dev_refs = group_references(data.dev, ppo_args.eval_samples, ppo_args.seed)
@@ -127,15 +129,17 @@ def run(args=None) -> dict:
         from rl.trl_algos import run_trl
 
         summary = run_trl(ppo_args, policy, reward, prompts, model_cfg, evaluator, resume)
-        save_resolved_config(os.path.join(ppo_args.output_dir, "resolved_config.yaml"), data_cfg, vocab_cfg,
-                             model_cfg, reward_cfg, ppo_args)
         from accelerate import PartialState
 
+        if PartialState().is_main_process:
+            save_resolved_config(os.path.join(ppo_args.output_dir, "resolved_config.yaml"), data_cfg, vocab_cfg,
+                                 model_cfg, reward_cfg, ppo_args)
         if push and PartialState().is_main_process:
             push_run(ppo_args.output_dir, ppo_args.hub_model_id, ppo_args.hub_private_repo, ppo_args.hub_token,
                      f"detoxrl {ppo_args.algorithm}")
         return summary
 
+    from rl.distributed import gathered
     from rl.save import save_ppo_result
     from rl.trainer import DetoxPPOTrainer
 
@@ -143,12 +147,14 @@ def run(args=None) -> dict:
     summary = trainer.train(resume_from=resume)
     minutes = (time.perf_counter() - start) / 60
     summary["train_minutes"] = round(minutes, 2)
-    if trainer.accelerator.is_main_process:
-        out = ppo_args.output_dir
-        save_ppo_result(trainer, model_cfg, summary, {
-            "algorithm": "PPO", "family": policy.family, "finetuning": model_cfg.finetuning,
-            "policy_adapter": ppo_args.policy_adapter, "reward": reward.describe(), "steps": summary["steps"],
-            "batch": ppo_args.rollout_batch_size * trainer.accelerator.num_processes, "minutes": minutes})
+    main_process, out = trainer.accelerator.is_main_process, ppo_args.output_dir
+    with gathered(trainer.model, trainer.accelerator):  # the full weights on every rank under ZeRO-3/FSDP
+        if main_process:
+            save_ppo_result(trainer, model_cfg, summary, {
+                "algorithm": "PPO", "family": policy.family, "finetuning": model_cfg.finetuning,
+                "policy_adapter": ppo_args.policy_adapter, "reward": reward.describe(), "steps": summary["steps"],
+                "batch": ppo_args.rollout_batch_size * trainer.accelerator.num_processes, "minutes": minutes})
+    if main_process:
         save_resolved_config(os.path.join(out, "resolved_config.yaml"), data_cfg, vocab_cfg, model_cfg, reward_cfg,
                              ppo_args)
         log.info("saved to %s: adapter/, merged/, value_head.safetensors, detoxrl.json, README.md (%.1f min)",

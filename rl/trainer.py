@@ -16,13 +16,18 @@ Python reward. It uses TRL's ``selective_log_softmax``/``entropy_from_logits`` (
 5. ``ppo_epochs`` x ``num_mini_batches`` optimiser steps of the clipped policy loss plus
    ``vf_coef`` x the clipped value loss, with gradient accumulation and clipping; the epochs stop
    early when a minibatch's approximate KL passes ``early_stop_kl``. During the first
-   ``critic_warmup_steps`` steps only the value loss is optimised and the actor's weights do not move;
-   the critic (value head, and a separate critic model) has its own AdamW group (``value_learning_rate``);
-   with ``value_replay_steps: K`` the head is not moved by AdamW (its gradients are dropped) but refitted
+   ``critic_warmup_steps`` steps only the value loss is optimised and the actor's weights do not move
+   (its loss is masked and the values read the trunk's states detached, so its gradient is 0 even where
+   the backward call steps the optimiser, as under DeepSpeed); the critic (value head, and a separate
+   critic model) has its own AdamW group (``value_learning_rate``);
+   with ``value_replay_steps: K`` the head is frozen (out of AdamW) and refitted
    after the epochs by ridge regression over the last K rollouts (``rl/value_fit.py``); with
    ``value_features: lexicon*`` the values come from that fit on features of the rewrite instead
    (``rl/feature_critic.py``), the head is frozen and there is no value loss;
-6. update the KL coefficient, log, checkpoint every ``save_steps``.
+6. update the KL coefficient, log, checkpoint every ``save_steps`` (``rl/checkpoint.py``).
+
+Generation, the reference pass and the dev evaluation (main process only) run on the full parameters under
+ZeRO-3/FSDP (``rl/distributed.py``).
 
 All arithmetic is in ``rl/core.py``.
 """
@@ -42,6 +47,7 @@ from detoxrl.errors import UserError
 from detoxrl.metrics import is_copy
 from rewards.composite import CompositeReward
 from rl import checkpoint as ckpt
+from rl import distributed as dist
 from rl.config import DetoxPPOConfig
 from rl.core import (AdaptiveKLController, FixedKLController, RunningMoments, check_finite, explained_variance, gae,
                      kl_penalty, masked_mean, masked_whiten, normalisation_scale, normalise_scores, penalise_truncation,
@@ -78,12 +84,17 @@ class DetoxPPOTrainer:
         self.accelerator = accelerator or Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps, cpu=args.use_cpu,
             log_with=_trackers(args.report_to), project_dir=args.output_dir)
+        dist.check_backend(self.accelerator)
+        dist.fill_deepspeed_clipping(self.accelerator, args.max_grad_norm)
+        ckpt.register_hooks(self.accelerator)
         for m in (policy.model, policy.critic):
             if m is not None:
                 disable_dropout_in_model(m)
         self.module = PolicyWithValue(policy.model, policy.family, policy.critic, pack=args.pack_sequences,
                                       max_packed_tokens=args.max_packed_tokens)
-        if args.value_features != "hidden":  # the feature critic replaces the head: keep it out of the optimiser
+        # the feature critic replaces the head, and the replay fit sets it: either way AdamW must not move it
+        self.head_replay = bool(args.value_replay_steps) and args.value_features == "hidden"
+        if args.value_features != "hidden" or self.head_replay:
             self.module.value_head.requires_grad_(False)
         critic_params = [p for m in (self.module.value_head, self.module.critic) if m is not None
                          for p in m.parameters() if p.requires_grad]
@@ -100,6 +111,8 @@ class DetoxPPOTrainer:
                                        num_warmup_steps=args.get_warmup_steps(updates), num_training_steps=updates)
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.module, self.optimizer,
                                                                               self.scheduler)
+        if policy.ref_model is not None:  # finetuning: full: the frozen copy goes where the policy went
+            policy.ref_model = dist.place_reference(policy.ref_model, self.accelerator)
         self.kl_ctl = (AdaptiveKLController(args.kl_coef, args.target_kl, args.kl_horizon) if args.adaptive_kl
                        else FixedKLController(args.kl_coef))
         self.moments = RunningMoments()
@@ -118,10 +131,9 @@ class DetoxPPOTrainer:
                                                 args.value_ridge, args.value_shrink, args.samples_per_prompt, ratio,
                                                 args.value_units)
         # what checkpoints save: the head's replay fit, or the feature critic's buffer
+        self.head_params = list(self.module.value_head.parameters())
         self.value_replay = (self.feature_critic.replay if self.feature_critic is not None else
                              ValueReplay(args.value_replay_steps, args.value_ridge) if args.value_replay_steps else None)
-        self.head_replay = self.value_replay is not None and self.feature_critic is None  # the replay sets the head
-        self.head_params = list(self.module.value_head.parameters())
 
     @property
     def unwrapped(self) -> PolicyWithValue:
@@ -139,8 +151,9 @@ class DetoxPPOTrainer:
         """Generate, score, penalise truncation and normalise: ``(rollout, score (B,), reward stats)``."""
         t0 = time.perf_counter()
         sources = self.sample_sources()
-        ro = generate_rollout(self.unwrapped.policy, self.policy.formatter, sources, self.gen_kwargs, self.eos,
-                              self.length_caps(sources), fast=self.args.fast_sampling)
+        with dist.gathered(self.model, self.accelerator) as full:
+            ro = generate_rollout(full.policy, self.policy.formatter, sources, self.gen_kwargs, self.eos,
+                                  self.length_caps(sources), fast=self.args.fast_sampling)
         t1 = time.perf_counter()
         breakdown = self.reward(ro.sources, ro.texts)
         raw = penalise_truncation(breakdown.total, ro.truncated.cpu(), self.args.truncation_penalty)
@@ -185,8 +198,8 @@ class DetoxPPOTrainer:
         ro, score, stats = self.collect()
         mask = ro.response_mask
         t_ref = time.perf_counter()
-        with torch.no_grad(), self.policy.reference() as ref:
-            ref_logprobs = self.unwrapped.logprobs(ref, *ro.tensors(), temperature=a.temperature)
+        with torch.no_grad(), dist.gathered(self.model, self.accelerator) as full, self.policy.reference() as ref:
+            ref_logprobs = full.logprobs(ref, *ro.tensors(), temperature=a.temperature)
         t_update = time.perf_counter()
         stats["time/reference_s"] = t_update - t_ref
         stats["work/scored_tokens"] = float(self.unwrapped.scored_tokens(*ro.tensors()))
@@ -206,7 +219,10 @@ class DetoxPPOTrainer:
             adv, returns, kl = self.advantages(old, ref_logprobs, score, mask, step)
         acc = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "vf_clipfrac", "approx_kl", "entropy")}
         stopped = False
-        warmup = step <= a.critic_warmup_steps  # critic only: the actor's gradients are dropped before each step
+        # critic warm-up: the actor's loss is masked and the values read the trunk's states detached, so the actor's
+        # gradient is exactly 0 whoever steps the optimiser (DeepSpeed steps inside backward); no weight decay either
+        warmup = step <= a.critic_warmup_steps
+        self.optimizer.param_groups[0]["weight_decay"] = 0.0 if warmup else a.weight_decay
         B = a.rollout_batch_size
         for epoch in range(a.ppo_epochs):
             order = torch.arange(B) if self.fused else torch.randperm(B, generator=self.prompt_gen)
@@ -216,7 +232,7 @@ class DetoxPPOTrainer:
                     micro = micro.to(mask.device)
                     with self.accelerator.accumulate(self.model):
                         out = self.model(*ro.tensors(micro), temperature=a.temperature, with_values=head,
-                                         with_features=replay and old is None)
+                                         with_features=replay and old is None, critic_only=warmup)
                         if old is None:  # fused first pass: the current policy IS the rollout policy
                             old = out.detached() if head else replace(out.detached(), values=critic_values)
                             adv, returns, kl = self.advantages(old, ref_logprobs, score, mask, step)
@@ -225,16 +241,10 @@ class DetoxPPOTrainer:
                                                               a.clip_range)
                         vf, vf_clipfrac = (value_loss(out.values, old.values[micro], returns[micro], m,
                                                       a.clip_range_value) if head else (pg.new_zeros(()),) * 2)
-                        # warm-up: 0 * pg keeps every parameter in the graph (DDP), its gradients are then dropped
+                        # warm-up: 0 * pg keeps every parameter in the graph (DDP) with a zero gradient
                         loss = (0.0 if warmup else 1.0) * pg + a.vf_coef * vf
                         check_finite("loss", loss, step)
                         self.accelerator.backward(loss)
-                        if warmup:
-                            for p in self.actor_params:
-                                p.grad = None
-                        if self.head_replay:  # the head is set by the replay fit only
-                            for p in self.head_params:
-                                p.grad = None
                         if self.accelerator.sync_gradients and a.max_grad_norm:
                             self.accelerator.clip_grad_norm_(self.model.parameters(), a.max_grad_norm)
                         self.optimizer.step()
@@ -273,7 +283,8 @@ class DetoxPPOTrainer:
         the head to the ridge fit on it: every process fits the same head from the same numbers."""
         self.value_replay.add(self._sum_moments(rollout_moments(old.features, returns, mask)))
         w, b, fit = self.value_replay.fit()
-        self.unwrapped.value_head.set(w, b)
+        with dist.writable(self.head_params, self.accelerator):
+            self.unwrapped.value_head.set(w, b)
         return {f"ppo/{k}": v for k, v in fit.items()}
 
     def _sum_moments(self, moments: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -292,9 +303,10 @@ class DetoxPPOTrainer:
         main = self.accelerator.is_main_process
         if self.accelerator.log_with:
             self.accelerator.init_trackers("runs")
-        if self.evaluator is not None and not self.state.before:
-            self.state.before = self.evaluator(self.unwrapped.policy)
-            log.info("dev before PPO: %s", _fmt(self.state.before))
+        if self.evaluator is not None and not self.state.before:  # the same on every rank (resume reads it)
+            self.state.before = self.evaluate()
+            if main:
+                log.info("dev before PPO: %s", _fmt(self.state.before))
         bar = tqdm(total=a.max_steps, initial=self.state.step, desc="ppo", unit="step",
                    disable=not main or a.disable_tqdm)
         try:
@@ -316,10 +328,16 @@ class DetoxPPOTrainer:
                             "lower learning_rate or kl_coef, or set reward_clip") from None
         finally:
             bar.close()
-        after = self.evaluator(self.unwrapped.policy) if self.evaluator is not None else {}
+        after = self.evaluate() if self.evaluator is not None else {}
         if after:
             log.info("dev after PPO: %s", _fmt(after))
         return {"before": self.state.before, "after": after, "steps": self.state.step}
+
+    def evaluate(self) -> dict:
+        """The dev evaluator's metrics, computed on the main process (the others get ``{}``); collective, since under
+        ZeRO-3/FSDP the full parameters are gathered on every rank."""
+        with dist.gathered(self.model, self.accelerator) as full:
+            return self.evaluator(full.policy) if self.accelerator.is_main_process else {}
 
     def log_samples(self) -> None:
         ro, br, raw = self._last_samples

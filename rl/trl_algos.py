@@ -11,7 +11,8 @@ sampling settings and reward feed TRL's trainers, so the algorithms can be compa
 The judges run once per batch whatever the number of functions (``ComponentRewards`` caches the last
 batch). Our batch fields map to TRL's: ``rollout_batch_size`` completions per step
 (``per_device_train_batch_size``) in groups of ``num_generations``, ``ppo_epochs`` ->
-``num_iterations``, ``kl_coef`` -> ``beta``, ``clip_range`` -> ``epsilon``.
+``num_iterations``, ``kl_coef`` -> ``beta``, ``clip_range`` -> ``epsilon``; ``use_vllm`` and ``vllm_mode`` pass
+through unchanged (``DetoxPPOConfig`` refuses them without vllm installed).
 
 KL units (``kl_coef`` is raw score per nat in our PPO, whatever ``reward_norm``):
 
@@ -98,7 +99,7 @@ def trl_config(args, algorithm: str):
               warmup_steps=args.warmup_steps, logging_steps=args.logging_steps, save_steps=args.save_steps,
               save_total_limit=args.save_total_limit, report_to=args.report_to, seed=args.seed, use_cpu=args.use_cpu,
               bf16=args.bf16, disable_dropout=True, disable_tqdm=args.disable_tqdm,
-              log_completions=False)
+              log_completions=False, use_vllm=args.use_vllm, vllm_mode=args.vllm_mode)
     if algorithm == "grpo":  # see the module docstring: KL units
         if args.reward_norm == "none":
             kw["scale_rewards"] = "none"
@@ -135,13 +136,17 @@ def run_trl(args, policy, reward, prompts, model_cfg, evaluator=None, resume: st
     """Train with TRL's GRPO/RLOO and save the run folder like the PPO stage does."""
     from rl.save import save_policy
 
+    from rl.distributed import gathered
+
     trainer = build_trl_trainer(args, policy, reward, prompts)
-    before = evaluator(policy.model) if evaluator else {}
+    main = trainer.accelerator.is_main_process
+    before = evaluator(policy.model) if evaluator and main else {}  # not prepared yet: the full model everywhere
     result = trainer.train(resume_from_checkpoint=resume)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    after = evaluator(model) if evaluator else {}
-    summary = {"before": before, "after": after, "steps": trainer.state.global_step,
-               "train_loss": result.training_loss}
-    if trainer.is_world_process_zero():
-        save_policy(args.output_dir, policy, model, model_cfg, args.algorithm, summary, args.merge_adapter)
+    with gathered(trainer.model_wrapped, trainer.accelerator) as model:  # full parameters under ZeRO-3/FSDP
+        after = evaluator(model) if evaluator and main else {}
+        summary = {"before": before, "after": after, "steps": trainer.state.global_step,
+                   "train_loss": result.training_loss}
+        if main:
+            save_policy(args.output_dir, policy, model, model_cfg, args.algorithm, summary, args.merge_adapter)
+    trainer.accelerator.wait_for_everyone()
     return summary

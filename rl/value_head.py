@@ -46,9 +46,12 @@ class ValueHead(nn.Module):
 
     @torch.no_grad()
     def set(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        """Overwrite ``w`` (H,) and ``b`` () in place (the replay fit, ``rl/value_fit.py``)."""
-        self.summary.weight.copy_(weight.reshape(self.summary.weight.shape))
-        self.summary.bias.copy_(bias.reshape(self.summary.bias.shape))
+        """Overwrite ``w`` (H,) and ``b`` () in place (the replay fit, ``rl/value_fit.py``); every rank passes the same
+        values (sharded parameters take their shard of them, ``rl/distributed.assign``)."""
+        from rl.distributed import assign
+
+        assign(self.summary.weight, weight)
+        assign(self.summary.bias, bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.summary(hidden.to(self.summary.weight.dtype)).squeeze(-1)
@@ -171,13 +174,17 @@ class PolicyWithValue(nn.Module):
                           pack=self.pack and packing_supported(model), max_packed_tokens=self.max_packed_tokens, **want)
 
     def forward(self, query, query_mask, response, response_mask, temperature: float = 1.0,
-                with_values: bool = True, with_features: bool = False) -> ForwardOut:
+                with_values: bool = True, with_features: bool = False, critic_only: bool = False) -> ForwardOut:
+        """``critic_only`` (critic warm-up): a shared critic reads the policy's hidden states detached, so no value
+        gradient reaches the policy."""
         batch = (query, query_mask, response, response_mask)
         states = self._states(self.policy, *batch, want_hidden=with_values and self.critic is None)
         logits = states.logits.float() / temperature
         values = None
         if with_values:
             hidden = states.hidden if self.critic is None else self._states(self.critic, *batch, want_logits=False).hidden
+            if critic_only and self.critic is None:
+                hidden = hidden.detach()
             values = states.scatter(self.value_head(hidden).float(), response.shape)
         with torch.no_grad():
             entropy = states.scatter(entropy_from_logits(logits), response.shape)

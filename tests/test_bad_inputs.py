@@ -95,7 +95,7 @@ CASES = {
     "sft-resume-latest-without-checkpoints": Case("detox-sft", _sft("--resume_from_checkpoint", "latest"),
                                                   err="no checkpoint-* folder in output_dir"),
     "ppo-resume-an-sft-checkpoint": Case("detox-ppo", _ppo("--resume_from_checkpoint", "{sft_ckpt}"),
-                                         err="is not a checkpoint of a ppo run (no trainable.safetensors)"),
+                                         err="is not a checkpoint of a ppo run (no trainable.safetensors or pytorch_model"),
     "ppo-resume-corrupt-safetensors": Case("detox-ppo", _ppo("--resume_from_checkpoint", "{broken_ckpt}"),
                                            err="is not a readable safetensors file"),
     "ppo-resume-empty-folder": Case("detox-ppo", _ppo("--resume_from_checkpoint", "{dir}"),

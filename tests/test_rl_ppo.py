@@ -181,6 +181,7 @@ def recording_sample(self):
 def dumping_train(self, *a, **k):
     out = train(self, *a, **k)
     params = {{n: p.detach().clone() for n, p in self.unwrapped.named_parameters() if p.requires_grad}}
+    os.makedirs(self.args.output_dir, exist_ok=True)
     torch.save({{"params": params, "sources": seen}},
                os.path.join(self.args.output_dir, "rank%d.pt" % self.accelerator.process_index))
     return out
@@ -190,9 +191,10 @@ sys.exit(ppo.main(sys.argv[1:]))
 """
 
 
-def test_two_cpu_processes_under_torchrun(tiny_dir, toy_data, tmp_path):
+def test_two_cpu_processes_under_torchrun_train_and_resume(tiny_dir, toy_data, tmp_path):
     """``detox-ppo``'s main under torchrun: each rank samples its own prompts, and the gradients are averaged,
-    so every trainable parameter ends up bit-identical on both ranks (and moved from its start)."""
+    so every trainable parameter ends up bit-identical on both ranks (and moved from its start). A second pair of
+    processes resumed from the first run's ``checkpoint-1`` (accelerate's ``save_state``) ends on the same weights."""
     import torch
 
     sft = make_run(tiny_dir("llama"), tmp_path, "causal")
@@ -200,10 +202,14 @@ def test_two_cpu_processes_under_torchrun(tiny_dir, toy_data, tmp_path):
     script = tmp_path / "ddp_ppo.py"
     script.write_text(DDP_SCRIPT.format(root=ROOT))
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
-           str(script), *_args(sft, toy_data, out, "--learning_rate", "1e-2")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def torchrun(out_dir, *extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+               str(script), *_args(sft, toy_data, out_dir, "--learning_rate", "1e-2", *extra)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    torchrun(out)
     state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
     assert state["step"] == 1
     r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
@@ -214,3 +220,11 @@ def test_two_cpu_processes_under_torchrun(tiny_dir, toy_data, tmp_path):
     moved = [n for n, p in r0["params"].items() if "lora_B" in n and p.abs().max() > 0]
     assert moved  # lora_B starts at 0: training happened
     assert "2 x 8 rollouts" in (out / "README.md").read_text()  # the card counts both ranks: 2 processes x 4
+
+    resumed = tmp_path / "resumed"
+    torchrun(resumed, "--resume_from_checkpoint", str(out / "checkpoint-1"))
+    for rank in (0, 1):
+        straight, again = (torch.load(d / f"rank{rank}.pt", weights_only=True) for d in (out, resumed))
+        assert again["sources"] == straight["sources"][1:]  # step 2 drew the same prompts on each rank
+        for name in straight["params"]:
+            assert torch.equal(straight["params"][name], again["params"][name]), (rank, name)

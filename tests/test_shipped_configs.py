@@ -45,9 +45,17 @@ def test_data_configs_parse(path):
 
 
 @pytest.mark.parametrize("path", _configs("accelerate/*.yaml"), ids=os.path.basename)
-def test_accelerate_configs_are_valid_yaml(path):
-    cfg = yaml.safe_load(open(path))
-    assert cfg["distributed_type"] in ("NO", "MULTI_GPU", "DEEPSPEED") and cfg["num_machines"] == 1
+def test_accelerate_configs_load_in_accelerate(path):
+    """Each accelerate config is one accelerate itself reads (``accelerate launch --config_file``), on one machine;
+    the ZeRO-3 and FSDP ones are the engines PPO gathers parameters under (rl/distributed.py)."""
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    cfg = ClusterConfig.from_yaml_file(path)
+    assert cfg.num_machines == 1
+    if os.path.basename(path) == "fsdp.yaml":
+        assert cfg.distributed_type == "FSDP" and cfg.fsdp_config["fsdp_version"] == 2  # FSDP1 is refused by PPO
+    if os.path.basename(path) == "deepspeed_zero3.yaml":
+        assert cfg.distributed_type == "DEEPSPEED" and cfg.deepspeed_config["zero_stage"] == 3
 
 
 def test_old_independent_eval_config_stays_a_copy_of_the_default():
