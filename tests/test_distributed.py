@@ -5,7 +5,8 @@
 * the actor does not move during critic warm-up when the backward call also steps the optimiser (an accelerator
   that behaves like accelerate's DeepSpeed mode), and DeepSpeed's clipping takes ``max_grad_norm``;
 * FSDP2 on 2 gloo processes: generation on unsharded parameters runs a different number of forwards on each rank,
-  and the replay fit's head is written into its shards.
+  and the replay fit's head is written into its shards; and whole PPO steps on a module prepared by accelerate's own
+  FSDP2 code (accelerate turns FSDP on only for GPU modes, so the test sets its state to FSDP by hand).
 """
 
 from __future__ import annotations
@@ -278,3 +279,62 @@ def test_zero3_gathers_through_trl_and_the_trainer_gathers_for_generation_and_re
     monkeypatch.setattr(distributed, "gathered", counting)
     trainer.step()
     assert entered == [True, True]  # the rollout, then the reference pass
+
+
+FSDP_PPO_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {root!r})
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from detoxrl.models.config import DetoxModelConfig
+from rl.distributed import backend, unsharded
+from rl.policy import load_policy
+from rl.trainer import DetoxPPOTrainer
+from tests.rl_helpers import PROMPTS, CharShareReward, ppo_args
+
+
+class FSDP2OnCPU(Accelerator):
+    # accelerate's FSDP2 path (Accelerator._prepare_fsdp2, fsdp2_prepare_model) on gloo: accelerate itself enables FSDP
+    # only for GPU-type distributed modes, so the state is set as `accelerate launch --config_file fsdp.yaml` sets it
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.state.fsdp_plugin = FullyShardedDataParallelPlugin(
+            fsdp_version=2, auto_wrap_policy="transformer_based_wrap", reshard_after_forward=True,
+            transformer_cls_names_to_wrap=["LlamaDecoderLayer"], state_dict_type="FULL_STATE_DICT",
+            cpu_ram_efficient_loading=False)
+        self.state.distributed_type = DistributedType.FSDP
+
+
+torch.manual_seed(0)
+policy = load_policy(DetoxModelConfig(model_name_or_path={run!r}, finetuning="full"))
+start = {{n: p.detach().clone() for n, p in policy.model.named_parameters()}}
+args = ppo_args({out!r}, max_steps=2, value_learning_rate=0.01, learning_rate=1e-2)  # TrainingArguments resets state
+trainer = DetoxPPOTrainer(args, policy, CharShareReward(), PROMPTS, accelerator=FSDP2OnCPU(cpu=True))
+assert type(trainer.model).__name__.startswith("FSDP") and backend(trainer.accelerator) == (0, 2)
+for _ in range(2):
+    stats = trainer.step()
+with unsharded(trainer.unwrapped) as full:
+    params = {{n.replace("policy.", "", 1): p.detach().clone() for n, p in full.named_parameters()
+              if n.startswith("policy.")}}
+torch.save({{"params": params, "start": start, "score": stats["reward/score"]}},
+           {out!r} + "/rank%d.pt" % trainer.accelerator.process_index)
+"""
+
+
+def test_ppo_steps_under_accelerates_fsdp2_two_gloo_processes(tiny_dir, tmp_path):
+    """Two PPO steps under FSDP2 as accelerate prepares it: every rank ends with the same full weights, moved."""
+    run = make_run(tiny_dir("llama"), tmp_path, "causal")
+    out = tmp_path / "out"
+    out.mkdir()
+    script = tmp_path / "fsdp_ppo.py"
+    script.write_text(FSDP_PPO_SCRIPT.format(root=ROOT, run=run, out=str(out)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29548",
+           str(script)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["params"].keys() == r0["start"].keys()
+    for name, p in r0["params"].items():
+        assert torch.equal(p, r1["params"][name]), name
+    assert any(not torch.equal(p, r0["start"][n]) for n, p in r0["params"].items())  # training moved the weights
