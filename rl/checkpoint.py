@@ -54,11 +54,15 @@ def _saved(model) -> dict[str, torch.nn.Parameter]:
 
 
 def keep_trainable(models, weights, output_dir) -> None:
-    """accelerate save hook: write ``trainable.safetensors`` instead of each model's full state dict."""
+    """accelerate save hook (every process calls it): the main process writes ``trainable.safetensors`` instead of
+    each model's full state dict."""
+    from accelerate import PartialState
+
     for model, state in zip(models, weights):
         names = set(_saved(model))
-        save_file({_name(n): t.detach().contiguous().cpu() for n, t in state.items() if _name(n) in names},
-                  os.path.join(output_dir, TRAINABLE_FILE))
+        if PartialState().is_main_process:
+            save_file({_name(n): t.detach().contiguous().cpu() for n, t in state.items() if _name(n) in names},
+                      os.path.join(output_dir, TRAINABLE_FILE))
     weights.clear()  # accelerate writes no model.safetensors
 
 

@@ -220,7 +220,7 @@ class DetoxPPOTrainer:
         acc = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "vf_clipfrac", "approx_kl", "entropy")}
         stopped = False
         # critic warm-up: the actor's loss is masked and the values read the trunk's states detached, so the actor's
-        # gradient is exactly 0 whoever steps the optimiser (DeepSpeed steps inside backward); no weight decay either
+        # gradient is exactly 0 even where backward steps the optimiser (DeepSpeed); no weight decay there either
         warmup = step <= a.critic_warmup_steps
         self.optimizer.param_groups[0]["weight_decay"] = 0.0 if warmup else a.weight_decay
         B = a.rollout_batch_size
@@ -245,6 +245,9 @@ class DetoxPPOTrainer:
                         loss = (0.0 if warmup else 1.0) * pg + a.vf_coef * vf
                         check_finite("loss", loss, step)
                         self.accelerator.backward(loss)
+                        if warmup:  # where the optimiser steps after backward, AdamW then skips the actor entirely:
+                            for p in self.actor_params:  # its step count and moments start at its first real step
+                                p.grad = None
                         if self.accelerator.sync_gradients and a.max_grad_norm:
                             self.accelerator.clip_grad_norm_(self.model.parameters(), a.max_grad_norm)
                         self.optimizer.step()

@@ -53,6 +53,8 @@ def test_critic_warmup_freezes_the_actor(run, tmp_path):
     stats = trainer.step()
     assert stats["ppo/critic_warmup"] == 1.0 and stats["ppo/value_lr"] == pytest.approx(0.01)
     assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())  # actor frozen (no decay either)
+    # AdamW never saw the actor: its step count and moments start at the first real step, as they always did
+    assert not any(p in trainer.optimizer.optimizer.state for p in trainer.actor_params)
     assert not torch.equal(head_before, trainer.unwrapped.value_head.summary.weight)  # critic trained
     stats = trainer.step()
     assert stats["ppo/critic_warmup"] == 0.0
