@@ -35,7 +35,7 @@ KINDS = {
     "sft": (("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "adapter_model.bin",
              "pytorch_model.bin"),),
     # the trainable tensors (one process or DDP), DeepSpeed's or FSDP's own model folder (rl/checkpoint.py)
-    "ppo": (("trainable.safetensors", "pytorch_model", "pytorch_model_fsdp_0"), ("adapter",)),
+    "ppo": (("trainable.safetensors", "pytorch_model", "pytorch_model_fsdp_0"),),
 }
 KINDS["trl"] = KINDS["sft"]  # grpo/rloo: TRL's trainers save like transformers' Trainer
 

@@ -3,7 +3,7 @@ DDP, DeepSpeed and FSDP.
 
 ``<output_dir>/checkpoint-<step>/`` holds:
 
-* ``adapter/``: the policy adapter (or full model), loadable by PEFT / transformers on its own;
+* ``adapter/``: the policy adapter (or full model), loadable by PEFT / transformers on its own (not under FSDP);
 * accelerate's state: ``optimizer.bin``, ``scheduler.bin``, ``random_states_<rank>.pkl`` (torch, Python, numpy
   and CUDA RNG of every process; accelerate loads them with ``weights_only=True``). Under DeepSpeed the engine's
   own folder (``pytorch_model/``, every rank's ZeRO shard), under FSDP accelerate's sharded files;
@@ -90,7 +90,7 @@ def save(trainer) -> str:
     """Write ``checkpoint-<step>`` for ``trainer`` (collective: every process must call it)."""
     from accelerate.utils import gather_object
 
-    from rl.distributed import gathered
+    from detoxrl.distributed import backend, gathered
 
     acc = trainer.accelerator
     sampler = gather_object([trainer.prompt_gen.get_state()])
@@ -105,8 +105,9 @@ def save(trainer) -> str:
             if acc.is_main_process:
                 trainer.state.kl_controller = trainer.kl_ctl.state_dict()
                 trainer.state.reward_moments = trainer.moments.state_dict()
-                module.policy.save_pretrained(os.path.join(tmp, "adapter"), safe_serialization=True)
-                trainer.policy.tokenizer.save_pretrained(os.path.join(tmp, "adapter"))
+                if not backend(acc)[1]:  # FSDP2's parameters are not save_pretrained's (its state is in accelerate's files)
+                    module.policy.save_pretrained(os.path.join(tmp, "adapter"), safe_serialization=True)
+                    trainer.policy.tokenizer.save_pretrained(os.path.join(tmp, "adapter"))
                 torch.save(sampler, os.path.join(tmp, SAMPLER_FILE))
                 with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as fh:
                     json.dump(dataclasses.asdict(trainer.state), fh, indent=1)

@@ -110,7 +110,7 @@ def run(args=None) -> dict:
     data = load_detox_data(data_cfg)
     lexicon = load_lexicon(vocab_cfg)
 
-    from rl.distributed import process_device
+    from detoxrl.distributed import process_device
     from rl.policy import load_policy
 
     policy = load_policy(model_cfg, ppo_args.policy_adapter, ppo_args.critic)
@@ -139,8 +139,8 @@ def run(args=None) -> dict:
                      f"detoxrl {ppo_args.algorithm}")
         return summary
 
-    from rl.distributed import gathered
-    from rl.save import save_ppo_result
+    from detoxrl.distributed import gathered
+    from rl.save import full_module, save_ppo_result
     from rl.trainer import DetoxPPOTrainer
 
     trainer = DetoxPPOTrainer(ppo_args, policy, reward, prompts, evaluator=evaluator, lexicon=lexicon)
@@ -148,12 +148,14 @@ def run(args=None) -> dict:
     minutes = (time.perf_counter() - start) / 60
     summary["train_minutes"] = round(minutes, 2)
     main_process, out = trainer.accelerator.is_main_process, ppo_args.output_dir
-    with gathered(trainer.model, trainer.accelerator):  # the full weights on every rank under ZeRO-3/FSDP
+    module = full_module(trainer, model_cfg)  # FSDP2: a CPU copy holding the gathered weights
+    with gathered(trainer.model, trainer.accelerator):  # ZeRO-3: the full weights on every rank
         if main_process:
             save_ppo_result(trainer, model_cfg, summary, {
                 "algorithm": "PPO", "family": policy.family, "finetuning": model_cfg.finetuning,
                 "policy_adapter": ppo_args.policy_adapter, "reward": reward.describe(), "steps": summary["steps"],
-                "batch": ppo_args.rollout_batch_size * trainer.accelerator.num_processes, "minutes": minutes})
+                "batch": ppo_args.rollout_batch_size * trainer.accelerator.num_processes, "minutes": minutes},
+                module)
     if main_process:
         save_resolved_config(os.path.join(out, "resolved_config.yaml"), data_cfg, vocab_cfg, model_cfg, reward_cfg,
                              ppo_args)

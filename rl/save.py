@@ -68,10 +68,33 @@ def save_policy(out: str, policy, model, model_cfg, stage: str, summary: dict, m
                                 "metrics": summary}))
 
 
-def save_ppo_result(trainer, model_cfg, summary: dict, info: dict) -> None:
-    """Write adapter/, merged/, value_head.safetensors, detoxrl.json and README.md (main process only)."""
+def full_module(trainer, model_cfg):
+    """The trained ``PolicyWithValue`` with whole weights, to save from (collective; None off the main process).
+
+    Under FSDP2 the trained weights are gathered into a CPU copy built from the same run (``save_pretrained`` cannot
+    read FSDP2's parameters); elsewhere it is the trainer's own module (ZeRO-3: save inside ``gathered``)."""
+    from detoxrl.distributed import backend, full_state_dict
+
+    if not backend(trainer.accelerator)[1]:
+        return trainer.unwrapped if trainer.accelerator.is_main_process else None
+    state = full_state_dict(trainer.model)
+    if state is None:
+        return None
+    from rl.policy import load_policy
+    from rl.value_head import PolicyWithValue
+
+    a, live = trainer.args, trainer.unwrapped
+    fresh = load_policy(model_cfg, a.policy_adapter, a.critic)
+    module = PolicyWithValue(fresh.model, fresh.family, fresh.critic, pack=live.pack, max_packed_tokens=live.max_packed_tokens)
+    module.load_state_dict(state)
+    return module
+
+
+def save_ppo_result(trainer, model_cfg, summary: dict, info: dict, module=None) -> None:
+    """Write adapter/, merged/, value_head.safetensors, detoxrl.json and README.md (main process only), from
+    ``module`` (``full_module``; default the trainer's own)."""
     out = trainer.args.output_dir
-    module = trainer.unwrapped
+    module = module if module is not None else trainer.unwrapped
     head = {f"value_head.{k}": v.detach().contiguous().cpu() for k, v in module.value_head.state_dict().items()}
     if module.critic is not None:
         head.update({f"critic.{n}": p.detach().contiguous().cpu() for n, p in module.critic.named_parameters()

@@ -27,7 +27,7 @@ Python reward. It uses TRL's ``selective_log_softmax``/``entropy_from_logits`` (
 6. update the KL coefficient, log, checkpoint every ``save_steps`` (``rl/checkpoint.py``).
 
 Generation, the reference pass and the dev evaluation (main process only) run on the full parameters under
-ZeRO-3/FSDP (``rl/distributed.py``).
+ZeRO-3/FSDP (``detoxrl/distributed.py``).
 
 All arithmetic is in ``rl/core.py``.
 """
@@ -47,7 +47,7 @@ from detoxrl.errors import UserError
 from detoxrl.metrics import is_copy
 from rewards.composite import CompositeReward
 from rl import checkpoint as ckpt
-from rl import distributed as dist
+from detoxrl import distributed as dist
 from rl.config import DetoxPPOConfig
 from rl.core import (AdaptiveKLController, FixedKLController, RunningMoments, check_finite, explained_variance, gae,
                      kl_penalty, masked_mean, masked_whiten, normalisation_scale, normalise_scores, penalise_truncation,

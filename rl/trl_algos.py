@@ -136,7 +136,7 @@ def run_trl(args, policy, reward, prompts, model_cfg, evaluator=None, resume: st
     """Train with TRL's GRPO/RLOO and save the run folder like the PPO stage does."""
     from rl.save import save_policy
 
-    from rl.distributed import gathered
+    from detoxrl.distributed import gathered
 
     trainer = build_trl_trainer(args, policy, reward, prompts)
     main = trainer.accelerator.is_main_process

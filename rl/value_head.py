@@ -48,7 +48,7 @@ class ValueHead(nn.Module):
     def set(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Overwrite ``w`` (H,) and ``b`` () in place (the replay fit, ``rl/value_fit.py``); every rank passes the same
         values (sharded parameters take their shard of them, ``rl/distributed.assign``)."""
-        from rl.distributed import assign
+        from detoxrl.distributed import assign
 
         assign(self.summary.weight, weight)
         assign(self.summary.bias, bias)

@@ -14,6 +14,7 @@ Each folder is written to a temp name and renamed, so a crash never leaves a hal
 from __future__ import annotations
 
 import os
+import shutil
 
 from detoxrl.io import atomic_directory, atomic_write_text
 
@@ -63,15 +64,31 @@ def save_folder(model, tokenizer, path: str) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-def save_merged(model, tokenizer, model_cfg, family: str, adapter_dir: str, path: str) -> None:
-    """Fold the adapter into a full-precision base and save it (quantized bases are reloaded unquantized)."""
+def save_sharded(trainer, tokenizer, path: str) -> None:
+    """``trainer.save_model`` (every process calls it: transformers gathers ZeRO-3/FSDP weights) into a folder the
+    main process then renames to ``path`` in one step."""
+    tmp = path + ".tmp"
+    if trainer.is_world_process_zero():
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(tmp)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    trainer.accelerator.wait_for_everyone()
+
+
+def save_merged(model, tokenizer, model_cfg, family: str, adapter_dir: str, path: str, reload: bool = False) -> None:
+    """Fold the adapter into a full-precision base and save it (quantized bases, and ``reload``: bases sharded by
+    ZeRO-3/FSDP, are reloaded unquantized and whole, with the saved adapter)."""
     from dataclasses import replace
 
     from peft import PeftModel
 
     from detoxrl.models.loading import load_model
 
-    if model_cfg.quantized:
+    if model_cfg.quantized or reload:
         base = load_model(replace(model_cfg, finetuning="full", load_in_4bit=False, load_in_8bit=False),
                           apply_adapter=False).model
         model = PeftModel.from_pretrained(base, adapter_dir)

@@ -25,6 +25,7 @@ import torch
 
 from detoxrl.config import DetoxParser, run_cli, save_resolved_config
 from detoxrl.data import group_references, load_detox_data
+from detoxrl.distributed import params_sharded
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings
 from detoxrl.log import setup_logging
@@ -37,7 +38,7 @@ from sft.config import DetoxSFTConfig, SFTDataConfig
 from sft.features import FeatureBuilder, PairCollator
 from detoxrl.hub_push import claim_push, push_run
 from detoxrl.runcard import build_card, write_card
-from sft.save import save_folder, save_merged, write_model_card
+from sft.save import save_folder, save_merged, save_sharded, write_model_card
 from sft.trainer import DetoxCausalTrainer, DetoxSeq2SeqTrainer, IdentityGuard
 
 log = logging.getLogger("detoxrl")
@@ -111,12 +112,16 @@ def run(args=None) -> dict:
     out = train_args.output_dir
     summary = {"train_loss": result.training_loss, "train_minutes": round(minutes, 2), **mask_stats,
                **{k: v for k, v in metrics.items() if isinstance(v, float)}}
+    adapter_dir = os.path.join(out, "adapter")
+    sharded = params_sharded(trainer.accelerator)
+    if sharded:  # ZeRO-3/FSDP: transformers gathers the weights (collective), the merge reloads the base
+        save_sharded(trainer, tok, adapter_dir)
     if trainer.is_world_process_zero():
-        adapter_dir = os.path.join(out, "adapter")
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-        save_folder(unwrapped, tok, adapter_dir)
+        if not sharded:
+            save_folder(unwrapped, tok, adapter_dir)
         if train_args.merge_adapter and model_cfg.finetuning != "full":
-            save_merged(unwrapped, tok, model_cfg, family, adapter_dir, os.path.join(out, "merged"))
+            save_merged(unwrapped, tok, model_cfg, family, adapter_dir, os.path.join(out, "merged"), reload=sharded)
         save_resolved_config(os.path.join(out, "resolved_config.yaml"), data_cfg, vocab_cfg, model_cfg, prompt_cfg,
                              train_args)
         write_card(out, build_card(family, model_cfg.model_name_or_path, prompt_cfg, formatter.format,

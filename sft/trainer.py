@@ -5,7 +5,8 @@ TRL's ``SFTTrainer`` takes causal models only and has no per-token loss weights,
 lives in one mixin shared by both families. The mixin only orchestrates; the arithmetic is in
 ``sft/losses.py``.
 
-Guard: after every evaluation the main process decodes ``guard_samples`` dev inputs and logs
+Guard: after every evaluation the main process decodes ``guard_samples`` dev inputs (on gathered parameters under
+ZeRO-3/FSDP, ``detoxrl/distributed.py``) and logs
 ``eval_copy_rate`` (output equals input after normalisation), ``eval_lexicon_toxicity`` and
 ``eval_chrf``; a copy rate above ``copy_warn`` logs a loud warning.
 """
@@ -106,10 +107,14 @@ class DetoxLossMixin:
 
     def evaluate(self, *args, **kwargs) -> dict[str, float]:
         metrics = super().evaluate(*args, **kwargs)
-        if self.guard is not None and self.is_world_process_zero():
-            guard = {f"eval_{k}": v for k, v in self.guard.run(self.accelerator.unwrap_model(self.model)).items()}
-            metrics.update(guard)
-            self.log(dict(guard))
+        if self.guard is not None:  # every rank enters: under ZeRO-3/FSDP the full parameters are gathered
+            from detoxrl.distributed import gathered
+
+            with gathered(self.model_wrapped, self.accelerator) as model:
+                if self.is_world_process_zero():
+                    guard = {f"eval_{k}": v for k, v in self.guard.run(model).items()}
+                    metrics.update(guard)
+                    self.log(dict(guard))
         return metrics
 
 

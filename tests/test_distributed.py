@@ -1,4 +1,4 @@
-"""The GPU and multi-process paths of the RL stage, checked on CPU (rl/distributed.py, docs/distributed.md).
+"""The GPU and multi-process paths of the RL stage, checked on CPU (detoxrl/distributed.py, docs/distributed.md).
 
 * the judges go on the process's own device, from the shared accelerate state (CUDA faked);
 * the frozen reference of ``finetuning: full`` goes where the accelerator put the policy (a fake device, ``meta``);
@@ -160,7 +160,7 @@ def test_critic_warmup_freezes_the_actor_when_backward_steps_the_optimizer(run, 
 
 
 def test_deepspeed_clipping_takes_max_grad_norm():
-    from rl.distributed import fill_deepspeed_clipping
+    from detoxrl.distributed import fill_deepspeed_clipping
 
     def acc(config):
         return types.SimpleNamespace(state=types.SimpleNamespace(deepspeed_plugin=types.SimpleNamespace(
@@ -175,7 +175,7 @@ def test_deepspeed_clipping_takes_max_grad_norm():
 
 def test_a_deepspeed_like_trainer_is_built_with_the_clipping(run, tmp_path, monkeypatch):
     """The trainer fills DeepSpeed's clipping before ``prepare`` builds the engine."""
-    from rl import distributed
+    from detoxrl import distributed
 
     calls = []
     monkeypatch.setattr(distributed, "fill_deepspeed_clipping", lambda acc, norm: calls.append(norm))
@@ -191,7 +191,7 @@ sys.path.insert(0, {root!r})
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from rl.distributed import assign, unsharded
+from detoxrl.distributed import assign, unsharded
 from rl.value_head import PolicyWithValue
 
 dist.init_process_group("gloo")
@@ -234,7 +234,7 @@ def test_fsdp2_generation_on_unsharded_parameters_two_gloo_processes(tiny_dir, t
 
 def test_ppo_refuses_fsdp1_in_one_line_and_takes_fsdp2_and_zero3():
     from detoxrl.errors import UserError
-    from rl.distributed import backend, check_backend
+    from detoxrl.distributed import backend, check_backend
 
     def acc(fsdp=None, zero=None):
         ds = types.SimpleNamespace(zero_stage=zero) if zero else None
@@ -255,7 +255,7 @@ def test_zero3_gathers_through_trl_and_the_trainer_gathers_for_generation_and_re
 
     import trl.models.utils
 
-    from rl import distributed
+    from detoxrl import distributed
 
     @contextmanager
     def trl_gather(model, accelerator):
@@ -287,8 +287,9 @@ sys.path.insert(0, {root!r})
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from detoxrl.models.config import DetoxModelConfig
-from rl.distributed import backend, unsharded
+from detoxrl.distributed import backend, unsharded
 from rl.policy import load_policy
+from rl.save import full_module, save_ppo_result
 from rl.trainer import DetoxPPOTrainer
 from tests.rl_helpers import PROMPTS, CharShareReward, ppo_args
 
@@ -306,7 +307,8 @@ class FSDP2OnCPU(Accelerator):
 
 
 torch.manual_seed(0)
-policy = load_policy(DetoxModelConfig(model_name_or_path={run!r}, finetuning="full"))
+model_cfg = DetoxModelConfig(model_name_or_path={run!r}, finetuning="full")
+policy = load_policy(model_cfg)
 start = {{n: p.detach().clone() for n, p in policy.model.named_parameters()}}
 args = ppo_args({out!r}, max_steps=2, value_learning_rate=0.01, learning_rate=1e-2)  # TrainingArguments resets state
 trainer = DetoxPPOTrainer(args, policy, CharShareReward(), PROMPTS, accelerator=FSDP2OnCPU(cpu=True))
@@ -318,11 +320,17 @@ with unsharded(trainer.unwrapped) as full:
               if n.startswith("policy.")}}
 torch.save({{"params": params, "start": start, "score": stats["reward/score"]}},
            {out!r} + "/rank%d.pt" % trainer.accelerator.process_index)
+module = full_module(trainer, model_cfg)  # what rl/ppo.py saves from
+if trainer.accelerator.is_main_process:
+    save_ppo_result(trainer, model_cfg, {{"before": {{}}, "after": {{}}}}, dict(
+        algorithm="PPO", family="causal", finetuning="full", policy_adapter="-", reward="toy", steps=2, batch=8,
+        minutes=0.0), module)
 """
 
 
 def test_ppo_steps_under_accelerates_fsdp2_two_gloo_processes(tiny_dir, tmp_path):
-    """Two PPO steps under FSDP2 as accelerate prepares it: every rank ends with the same full weights, moved."""
+    """Two PPO steps under FSDP2 as accelerate prepares it: every rank ends with the same full weights, moved, and
+    the run folder's model holds them."""
     run = make_run(tiny_dir("llama"), tmp_path, "causal")
     out = tmp_path / "out"
     out.mkdir()
@@ -338,3 +346,45 @@ def test_ppo_steps_under_accelerates_fsdp2_two_gloo_processes(tiny_dir, tmp_path
     for name, p in r0["params"].items():
         assert torch.equal(p, r1["params"][name]), name
     assert any(not torch.equal(p, r0["start"][n]) for n, p in r0["params"].items())  # training moved the weights
+    from transformers import AutoModelForCausalLM
+
+    saved = dict(AutoModelForCausalLM.from_pretrained(out / "adapter").named_parameters())  # the run folder's model
+    for name, p in r0["params"].items():
+        assert torch.equal(saved[name].detach(), p), name
+
+
+def test_sft_under_sharded_parameters_saves_through_transformers_and_guards_on_gathered_weights(
+        tiny_dir, toy_data, tmp_path, monkeypatch):
+    """With parameters sharded (ZeRO-3/FSDP, forced here) SFT saves adapter/ with ``Trainer.save_model`` (which
+    gathers), merges by reloading the base, and runs the guard inside ``gathered``: the same run folder as the
+    unsharded path."""
+    from contextlib import contextmanager
+
+    from safetensors.torch import load_file
+
+    import sft.train
+    from detoxrl import distributed
+    from tests.test_sft_train import _args
+
+    model = tiny_dir("llama")
+    sft.train.run(_args(model, toy_data, tmp_path / "plain", "--seed", "3"))
+    entered, real = [], distributed.gathered
+
+    @contextmanager
+    def counting(module, accelerator):
+        with real(module, accelerator) as full:
+            entered.append(type(full).__name__)
+            yield full
+
+    monkeypatch.setattr(distributed, "gathered", counting)
+    monkeypatch.setattr(sft.train, "params_sharded", lambda accelerator: True)
+    sft.train.run(_args(model, toy_data, tmp_path / "sharded", "--seed", "3"))
+    assert entered and set(entered) == {"PeftModelForCausalLM"}  # the guard's generation, on the gathered model
+    assert not (tmp_path / "sharded" / "adapter.tmp").exists()
+    for folder in ("adapter", "merged"):
+        name = "adapter_model.safetensors" if folder == "adapter" else "model.safetensors"
+        plain, sharded = (load_file(str(tmp_path / d / folder / name)) for d in ("plain", "sharded"))
+        assert plain.keys() == sharded.keys()
+        for key in plain:
+            assert torch.equal(plain[key], sharded[key]), (folder, key)
+    assert (tmp_path / "sharded" / "adapter" / "tokenizer.json").exists()

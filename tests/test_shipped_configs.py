@@ -47,7 +47,7 @@ def test_data_configs_parse(path):
 @pytest.mark.parametrize("path", _configs("accelerate/*.yaml"), ids=os.path.basename)
 def test_accelerate_configs_load_in_accelerate(path):
     """Each accelerate config is one accelerate itself reads (``accelerate launch --config_file``), on one machine;
-    the ZeRO-3 and FSDP ones are the engines PPO gathers parameters under (rl/distributed.py)."""
+    the ZeRO-3 and FSDP ones are the engines PPO gathers parameters under (detoxrl/distributed.py)."""
     from accelerate.commands.config.config_args import ClusterConfig
 
     cfg = ClusterConfig.from_yaml_file(path)

@@ -1,4 +1,4 @@
-"""What GPUs, several processes and sharded engines need from the RL stage, in one place.
+"""What GPUs, several processes and sharded engines need from both stages (mostly the RL stage), in one place.
 
 * ``process_device(use_cpu)``: this process's device, accelerate's ``PartialState().device`` (``cuda:<local rank>``
   under ``accelerate launch`` on GPUs). The judges and the dev evaluation go there; ``torch.device("cuda")`` would
@@ -11,6 +11,9 @@
   ``unshard``/``reshard``). Written by hand for FSDP because TRL's helper yields FSDP models still sharded, and a
   PPO rollout runs a different number of forwards on every rank (finished rows are dropped), which per-forward
   all-gathers cannot take. Elsewhere it is ``accelerator.unwrap_model``. Collective: every rank must enter it.
+* ``full_state_dict(model)``: under FSDP2 the whole state dict on the main process's CPU (torch's
+  ``get_model_state_dict``). Saving needs it: ``save_pretrained`` cannot read FSDP2's unsharded parameters (views of
+  its all-gather buffer), so the RL stage saves from a CPU copy that holds these weights (``rl/save.py``).
 * ``writable(params, accelerator)`` and ``assign(param, value)``: write a value every rank computed alike into
   parameters that may be sharded (ZeRO-3: gathered with ``modifier_rank=0``; FSDP2: each rank keeps its shard).
 * ``fill_deepspeed_clipping(accelerator, max_grad_norm)``: DeepSpeed clips inside its own step (``accelerate``'s
@@ -43,6 +46,12 @@ def backend(accelerator) -> tuple[int, int | None]:
 
     b = DistributedBackend(accelerator)
     return b.zero_stage, b.fsdp_version
+
+
+def params_sharded(accelerator) -> bool:
+    """Whether parameters are sharded across processes (ZeRO-3 or FSDP): a module alone holds only its shard."""
+    zero_stage, fsdp_version = backend(accelerator)
+    return zero_stage == 3 or bool(fsdp_version)
 
 
 def check_backend(accelerator) -> None:
@@ -136,3 +145,11 @@ def assign(param: torch.Tensor, value: torch.Tensor) -> None:
     if isinstance(param, DTensor):
         value = distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
     param.copy_(value.to(param.device))
+
+
+def full_state_dict(model) -> dict | None:
+    """FSDP2: ``model``'s whole state dict on the main process's CPU, None on the others (collective)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return state if torch.distributed.get_rank() == 0 else None
