@@ -102,7 +102,9 @@ def run(args=None) -> dict:
     trainer = trainer_cls(model=model, args=train_args, train_dataset=train_features, eval_dataset=eval_features,
                           data_collator=collator, processing_class=tok, toxic_ids=torch.tensor(toxic.ids, dtype=torch.long),
                           guard=guard, family=family)
-    trainer.log({f"mask_{k}": v for k, v in mask_stats.items() if isinstance(v, (int, float))})
+    # the logger, not trainer.log: a Trainer log before train() opens tensorboard's writer in ./runs, not output_dir
+    log.info("toxic-mask statistics: %s", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                 for k, v in mask_stats.items() if isinstance(v, (int, float))))
 
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)

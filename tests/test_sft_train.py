@@ -227,3 +227,16 @@ def test_main_returns_0_and_writes_the_run_folder(tiny_dir, toy_data, tmp_path, 
     assert main(_args(tiny_dir("llama"), toy_data, out, "--gamma", "-1")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err and "gamma must be >= 0" in err[-1]
+
+
+def test_tensorboard_events_land_in_output_dir(tiny_dir, toy_data, tmp_path, monkeypatch):
+    """With ``report_to tensorboard`` and no TENSORBOARD_LOGGING_DIR, the events go under ``output_dir``, not into a
+    ``runs/`` folder of wherever the command was started."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    out = tmp_path / "tb"
+    args = _args(tiny_dir("llama"), toy_data, out)
+    args[args.index("--report_to") + 1] = "tensorboard"
+    run(args)
+    assert not (tmp_path / "runs").exists()
+    assert list(out.glob("runs/*/events.out.tfevents.*"))
