@@ -179,6 +179,7 @@ class DetoxParser(TrlParser):
             config_argv = self._config_argv(self._config_path)
         args = [self._alias_flag(a) for a in args]
         self._cli_flags = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+        self._check_flags(self._cli_flags)
         for flag in self._cli_flags:
             action = self._option_string_actions.get(flag)
             if action is not None:
@@ -202,6 +203,17 @@ class DetoxParser(TrlParser):
             raise UserError(f"{self.prog}: {exc}") from None
         except (ValueError, TypeError) as exc:  # raised by a dataclass __post_init__
             raise ConfigError(f"{self.prog}: {where}: {exc}") from None
+
+    def _check_flags(self, flags: Iterable[str]) -> None:
+        """Every command-line flag is one of the parser's (or a prefix argparse expands), else one line with the
+        nearest flag, as an unknown YAML field gets."""
+        known = [s for s in self._option_string_actions if s.startswith("--")]
+        for flag in sorted(flags):
+            if flag == "--" or flag in self._option_string_actions or any(k.startswith(flag) for k in known):
+                continue
+            hint = difflib.get_close_matches(flag, known, n=1)
+            fix = f"did you mean {hint[0]}?" if hint else "see --help for the flags"
+            raise ConfigError(f"{self.prog}: command line: unknown flag {flag}; {fix}")
 
     def _nullable_fields(self) -> set[str]:
         """Fields typed ``X | None`` with a scalar ``X`` (one token on the command line)."""
@@ -333,6 +345,7 @@ def save_resolved_config(path: str, *configs) -> None:
 
 EXIT_USER_ERROR = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader went away
+EXIT_INTERRUPTED = 130  # what a shell reports for Ctrl-C (128 + SIGINT)
 
 
 def run_cli(main_fn, args=None) -> int:
@@ -351,6 +364,9 @@ def run_cli(main_fn, args=None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line (what was kept, if the command says), no traceback
+        print(f"interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE

@@ -25,13 +25,17 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
 
 
 def check_device(name: str, value: str) -> None:
-    """Raise ``ValueError`` naming field ``name`` if ``value`` is not a device spelling."""
+    """Raise ``ValueError`` naming field ``name`` if ``value`` is not a device spelling, or names CUDA where torch
+    has none."""
     if value == "auto":
         return
     try:
-        torch.device(value)
+        device = torch.device(value)
     except (RuntimeError, TypeError):
         raise ValueError(f"{name}: '{value}' is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}: '{value}', but this torch ({torch.__version__}) sees no CUDA GPU; use cpu or auto "
+                         "(or install the CUDA build of torch on a GPU machine)")
 
 
 def free_cores() -> int:

@@ -90,15 +90,20 @@ def push_run(run_dir: str, hub_model_id: str | None, private: bool | None = None
     repo_id = repo_id_for(hub_model_id, run_dir)
     files = hub_files(run_dir)
     api = HfApi(token=token)
-    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    with tempfile.TemporaryDirectory(prefix="detoxrl-push-") as staging:
-        for rel, local in files.items():
-            dest = os.path.join(staging, rel)
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            try:
-                os.link(local, dest)  # no copy of multi-GB weights when the file system allows it
-            except OSError:
-                shutil.copy2(local, dest)
-        api.upload_folder(folder_path=staging, repo_id=repo_id, repo_type="model", commit_message=commit_message)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        with tempfile.TemporaryDirectory(prefix="detoxrl-push-") as staging:
+            for rel, local in files.items():
+                dest = os.path.join(staging, rel)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                try:
+                    os.link(local, dest)  # no copy of multi-GB weights when the file system allows it
+                except OSError:
+                    shutil.copy2(local, dest)
+            api.upload_folder(folder_path=staging, repo_id=repo_id, repo_type="model", commit_message=commit_message)
+    except Exception as exc:  # noqa: BLE001 - network, auth or hub errors alike: the trained run is safe on disk
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"push_to_hub: the run is saved in '{run_dir}', but the upload to '{repo_id}' failed "
+                        f"({type(exc).__name__}: {reason}); upload it later with `hf upload {repo_id} {run_dir}`") from None
     log.info("pushed %d files of %s to %s", len(files), run_dir, url)
     return str(url)

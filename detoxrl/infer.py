@@ -52,6 +52,7 @@ from detoxrl.rerank import Reranked, Scorer, best_of_n, load_reranker
 from detoxrl.io import atomic_write_text
 from detoxrl.log import setup_logging
 from detoxrl.runcard import has_card
+from detoxrl.models.loading import check_model_config
 from detoxrl.models.runs import read_run
 from detoxrl.models.trained import load_trained
 from detoxrl.paths import resolve_path
@@ -63,6 +64,9 @@ log = logging.getLogger("detoxrl.infer")
 
 DEFAULT_MODELS = ("outputs/rl/default", "outputs/sft/default")
 LIMIT_MARGIN = 2  # a text may tokenize a token or two longer inside the template than alone
+
+
+FILE_CHUNK = 256  # lines of an --input file rewritten (and written out) at a time
 
 
 def model_limit(model, tokenizer) -> int | None:
@@ -307,6 +311,45 @@ def write_lines(path: str, lines: Iterable[str]) -> None:
     atomic_write_text(path, "".join(f"{line}\n" for line in lines))
 
 
+def rewrite_chunks(detox: "Detoxifier", lines: list[str], chunk: int = FILE_CHUNK) -> Iterator[str]:
+    """The rewrites of a file's ``lines`` in input order, ``chunk`` lines at a time (each chunk length-sorted into
+    batches), under one progress bar: what is done can be written before the rest is."""
+    from tqdm.auto import tqdm
+
+    cut = 0
+    with tqdm(total=len(lines), desc="rewrite", unit="line", disable=len(lines) <= chunk) as bar:
+        for start in range(0, len(lines), chunk):
+            outputs, batch_cut, _ = detox._rewrite(lines[start:start + chunk], progress=False)
+            cut += batch_cut
+            yield from outputs
+            bar.update(len(outputs))
+    detox._warn(cut, len(lines))
+
+
+def write_as_done(path: str, outputs: Iterable[str], resume_hint: str) -> int:
+    """Write ``outputs`` to ``path`` one line at a time through ``<path>.partial``, renamed to ``path`` when all are
+    written; returns the count. Interrupted (Ctrl-C) or failing (a full disk), the lines written so far stay in
+    ``<path>.partial`` and the error says so; ``resume_hint`` says how to do the rest."""
+    path = os.path.realpath(path) if os.path.islink(path) else path
+    partial, done = path + ".partial", 0
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        with open(partial, "w", encoding="utf-8") as fh:
+            for line in outputs:
+                fh.write(f"{line}\n")
+                fh.flush()
+                done += 1
+            os.fsync(fh.fileno())
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"the first {done} rewrites are in '{partial}' (line i answers input line i); "
+                                f"{resume_hint.format(next=done + 1)}") from None
+    except OSError as exc:
+        raise UserError(f"--output '{path}': writing failed after {done} lines ({exc.strerror}); those lines are in "
+                        f"'{partial}'; free space or pick another path, then {resume_hint.format(next=done + 1)}") from None
+    os.replace(partial, path)
+    return done
+
+
 def _main(args: list[str] | None) -> None:
     setup_logging()
     parser = DetoxParser([InferConfig, GenerationOverrides], prog="detox")
@@ -324,14 +367,18 @@ def _main(args: list[str] | None) -> None:
     if cfg.output:  # before any work, so no rewrite is thrown away at the end
         validate.check_output_file(cfg.output, "--output")
     lines = read_lines(cfg.input, cfg.encoding_errors) if cfg.input else None
+    check_model_config(default_model(cfg.model))
     set_torch_threads(cfg.num_threads)
     detox = Detoxifier.from_pretrained(default_model(cfg.model), device=cfg.device, dtype=cfg.dtype,
                                        max_input_length=cfg.max_input_length, rerank_config=cfg.rerank_config,
                                        **settings)
     if detox.settings.best_of > 1:
         log.info("decoding: %s", detox.decoding())
-    if rest.text or lines is not None:
-        outputs: Iterable[str] = detox.rewrite(rest.text or lines, progress=lines is not None)
+    hint = "rewrite the rest with `tail -n +{next} %s | detoxrl rewrite ...`" % (cfg.input or "<input>")
+    if lines is not None:
+        outputs: Iterable[str] = rewrite_chunks(detox, lines)
+    elif rest.text:
+        outputs = detox.rewrite(rest.text)
     else:
         interactive = sys.stdin.isatty()
         if interactive:
@@ -340,11 +387,15 @@ def _main(args: list[str] | None) -> None:
         stdin = sys.stdin if raw is None else validate.decode_lines(raw, "stdin", cfg.encoding_errors)
         outputs = detox.rewrite_stream(stdin, cfg.batch_size or (1 if interactive else None))
     if cfg.output:
-        write_lines(cfg.output, outputs)
-        log.info("wrote %s", cfg.output)
+        log.info("wrote %d lines to %s", write_as_done(cfg.output, outputs, hint), cfg.output)
         return
-    for line in outputs:
-        print(line, flush=True)
+    done = 0
+    try:
+        for line in outputs:
+            print(line, flush=True)
+            done += 1
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"{done} rewrites were printed; {hint.format(next=done + 1)}") from None
 
 
 def main(args: list[str] | None = None) -> int:

@@ -62,6 +62,22 @@ class _ThirdPartyFilter(logging.Filter):
         return record.name.startswith(OWN) or record.levelno >= self.level
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a record is emitted (a redirect, a test's capture), not the
+    stream of the moment it was installed, which may be closed by then."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ sets it; the property always reads sys.stderr
+        pass
+
+
 _HANDLER: logging.Handler | None = None
 
 
@@ -73,7 +89,7 @@ def configure_logging() -> None:
     own_level, other_level = LEVELS[verbosity()]
     root = logging.getLogger()
     if _HANDLER is None or _HANDLER not in root.handlers:
-        _HANDLER = logging.StreamHandler(sys.stderr)
+        _HANDLER = _StderrHandler()
         _HANDLER.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         _HANDLER.addFilter(_ThirdPartyFilter(other_level))
         root.addHandler(_HANDLER)

@@ -50,9 +50,12 @@ def check_checkpoint(path: str, kind: str) -> None:
         raise UserError(f"resume_from_checkpoint: '{path}' is not a checkpoint (no trainer_state.json); {fix}")
     try:
         with open(state, encoding="utf-8") as fh:
-            json.load(fh)
+            content = json.load(fh)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"resume_from_checkpoint: '{state}' is unreadable ({exc}); {fix}") from None
+    if not isinstance(content, dict):
+        raise UserError(f"resume_from_checkpoint: '{state}' holds a JSON {type(content).__name__}, not the trainer "
+                        f"state object; {fix}")
     for options in KINDS[kind]:
         found = [name for name in options if os.path.exists(os.path.join(path, name))]
         if not found:

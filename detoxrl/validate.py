@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import math
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 
@@ -49,8 +50,17 @@ def _at_least(cfg, minimum, *names) -> None:
 
 
 def check_training_args(args) -> None:
-    """Sizes >= 1, a learning rate > 0 and other rates >= 0 on a transformers ``TrainingArguments``."""
+    """Sizes >= 1, a learning rate > 0 and other rates >= 0 on a transformers ``TrainingArguments``; a step count
+    that trains (``max_steps`` >= 1, or -1 for ``num_train_epochs``); a seed numpy takes."""
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(args, name, 1) is None:
+            raise ConfigError(f"{name} must be a whole number >= 1 (got null)")
     _at_least(args, 1, "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise ConfigError(f"max_steps must be >= 1, or -1 to train num_train_epochs (got {args.max_steps}); "
+                          "0 would still run a step")
+    if not 0 <= args.seed < 2 ** 32:
+        raise ConfigError(f"seed must be in [0, 2**32) (got {args.seed})")
     if not args.learning_rate > 0:
         raise ConfigError(f"learning_rate must be > 0 (got {args.learning_rate}); a zero rate trains nothing")
     _at_least(args, 0, "weight_decay", "warmup_steps", "max_grad_norm", "adam_epsilon", "dataloader_num_workers",
@@ -124,6 +134,8 @@ def _creatable(path: str, flag: str, folder: str | None = None) -> None:
 
 def check_output_dir(path: str, flag: str = "output_dir") -> None:
     """``path`` is a writable folder, or can be made one."""
+    if not path.strip():
+        raise UserError(f"{flag} is empty; pass a folder path")
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{flag} '{path}' is a file, not a folder; pass a folder path (or remove the file)")
     if os.path.isdir(path):
@@ -137,6 +149,9 @@ def check_output_file(path: str, flag: str = "--output") -> None:
     """``path`` is a writable file, or can be made one (not a folder)."""
     if os.path.isdir(path):
         raise UserError(f"{flag} '{path}' is a folder; pass a file path such as {os.path.join(path, 'out.txt')}")
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise UserError(f"{flag} '{path}' is not a regular file (a pipe, socket or device); pass a file path, or "
+                        "leave --output out to write to stdout")
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise UserError(f"{flag} '{path}': cannot write it (permission denied); pick another path")
     _creatable(path, flag)

@@ -41,12 +41,12 @@ from detoxrl.generate import GenerationSettings, generate_rewrites
 from detoxrl.log import setup_logging
 from detoxrl.prompts import PromptConfig
 from detoxrl.rerank import best_of_n
-from detoxrl.validate import ENCODING_HELP, check_generation, read_lines
+from detoxrl.validate import ENCODING_HELP, check_generation
 from detoxrl.vocab import VocabConfig, load_lexicon
 from evaluation import baselines
 from rewards.batching import check_device, set_torch_threads
 from evaluation.judges import EvalJudgesConfig, Judges, run_reward_config
-from evaluation.predictions import read_predictions
+from evaluation.predictions import check_predictions, read_predictions
 from evaluation.report import markdown_table, sentence_rows, system_scores, write_reports
 from evaluation.systems import System, load_system_model, parse_system
 
@@ -207,9 +207,9 @@ def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig
     names = [s.name for s in systems]
     if len(set(names)) != len(names):
         raise UserError(f"systems: two systems share a name ({', '.join(names)}); name them with name=what")
-    for s in systems:  # the text of every predictions file decodes, before anything is loaded
+    for s in systems:  # every predictions file decodes and parses, before anything is loaded
         if s.kind == "predictions" and os.path.isfile(s.ref):
-            read_lines(s.ref, f"predictions file '{s.ref}'", cfg.encoding_errors)
+            check_predictions(s.ref, cfg.encoding_errors)
     rerankers = {s.name: LazyReranker(cfg.rerank_config, s.ref) for s in systems
                  if s.kind == "model" and system_settings(s, generation).best_of > 1}
     log.info("using %d torch threads", set_torch_threads(cfg.num_threads))

@@ -24,7 +24,8 @@ SOURCE_KEYS = ("source", "input", "inputs", "toxic")
 OUTPUT_KEYS = ("output", "prediction", "outputs", "neutral")
 
 
-def _rows(path: str, errors: str = "strict") -> list[dict]:
+def _rows(path: str, errors: str = "strict") -> list[tuple[int, dict]]:
+    """``(line, row)`` pairs; a JSON value that is not an object fails here, the cells' types in ``_check``."""
     lower = path.lower()
     lines = read_lines(path, f"predictions file '{path}'", errors, keepends=True)
     if lower.endswith(".jsonl"):
@@ -32,16 +33,31 @@ def _rows(path: str, errors: str = "strict") -> list[dict]:
         for i, line in enumerate(lines, 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    rows.append((i, json.loads(line)))
                 except json.JSONDecodeError as exc:
                     raise UserError(f"{path}:{i}: malformed JSON line ({exc.msg})") from None
-                if not isinstance(rows[-1], dict):
+                if not isinstance(rows[-1][1], dict):
                     raise UserError(f"{path}:{i}: expected a JSON object with source and output keys")
         return rows
     try:
-        return list(csv.DictReader(lines, delimiter="," if lower.endswith(".csv") else "\t"))
+        reader = csv.DictReader(lines, delimiter="," if lower.endswith(".csv") else "\t")
+        return [(reader.line_num, row) for row in reader]
     except csv.Error as exc:
         raise UserError(f"predictions file '{path}': cannot parse it as CSV/TSV ({exc})") from None
+
+
+def _check(rows: list[tuple[int, dict]], skey: str, okey: str, path: str) -> None:
+    """Every row has its source and output as text: a missing, null or non-text output would be scored as some
+    other rewrite (empty, or the number's digits) without a word."""
+    for line, row in rows:
+        for key in (skey, okey):
+            value = row.get(key)
+            if isinstance(value, str):
+                continue
+            what = (f"no '{key}'" if key not in row else f"'{key}' is null" if value is None
+                    else f"'{key}' is a {'number' if isinstance(value, (int, float)) else type(value).__name__}")
+            raise UserError(f"{path}:{line}: {what}; every row needs its {key} as text (\"\" for an empty "
+                            "rewrite)")
 
 
 def _pick(keys, row: dict, path: str, what: str) -> str:
@@ -50,6 +66,18 @@ def _pick(keys, row: dict, path: str, what: str) -> str:
             return k
     raise UserError(f"predictions file '{path}': no {what} column; name it one of {', '.join(keys)} "
                     f"(found: {', '.join(map(str, row)) or 'none'})")
+
+
+def check_predictions(path: str, errors: str = "strict") -> None:
+    """What can be checked of a predictions file before the test set loads: it decodes, and (tables, JSONL) it
+    parses and every row has its source and output as text."""
+    if not path.lower().endswith((".tsv", ".csv", ".jsonl")):
+        read_lines(path, f"predictions file '{path}'", errors)
+        return
+    rows = _rows(path, errors)
+    if rows:
+        _check(rows, _pick(SOURCE_KEYS, rows[0][1], path, "source"), _pick(OUTPUT_KEYS, rows[0][1], path, "output"),
+               path)
 
 
 def read_predictions(path: str, sources: list[str], errors: str = "strict") -> list[str]:
@@ -68,8 +96,9 @@ def read_predictions(path: str, sources: list[str], errors: str = "strict") -> l
     rows = _rows(path, errors)
     if not rows:
         raise UserError(f"predictions file '{path}' has no rows")
-    skey, okey = _pick(SOURCE_KEYS, rows[0], path, "source"), _pick(OUTPUT_KEYS, rows[0], path, "output")
-    exact = {str(r.get(skey, "")).strip(): str(r.get(okey) or "") for r in rows}
+    skey, okey = _pick(SOURCE_KEYS, rows[0][1], path, "source"), _pick(OUTPUT_KEYS, rows[0][1], path, "output")
+    _check(rows, skey, okey, path)
+    exact = {r[skey].strip(): r[okey] for _, r in rows}
     loose = {norm_key(k): v for k, v in exact.items()}
     outputs, missing = [], []
     for s in sources:

@@ -23,11 +23,11 @@ from typing import Literal
 
 from detoxrl.config import DetoxParser, prog_name, run_cli
 from detoxrl.data import Pair, write_instruction_json
-from detoxrl.errors import UserError
+from detoxrl.errors import ConfigError, UserError
 from detoxrl.io import atomic_write_text
 from detoxrl.log import setup_logging
 from detoxrl.validate import ENCODING_HELP, check_output_file, read_lines
-from feedback.store import FeedbackStore
+from feedback.store import FeedbackStore, RecordError, check_text, validate
 from feedback.train import FeedbackTrainConfig, feedback_data
 from feedback.versions import model_version
 
@@ -65,6 +65,13 @@ class ServeArgs:
     def __post_init__(self):
         from detoxrl.validate import check_generation
 
+        # checked here, before the store is opened and the model loads (a bad port used to fail after loading)
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port must be in 0..65535 (got {self.port}); 0 picks a free port")
+        if self.max_chars < 1:
+            raise ConfigError(f"--max_chars must be >= 1 (got {self.max_chars})")
+        if self.max_body_bytes < 64:
+            raise ConfigError(f"--max_body_bytes must be >= 64 (got {self.max_body_bytes})")
         check_generation({"max_new_tokens": self.max_new_tokens, "best_of": self.best_of,
                           "temperature": self.temperature, "top_p": self.top_p})
 
@@ -134,22 +141,24 @@ def _rewriter(model: str, device: str = "auto", max_new_tokens: int | None = Non
 
 
 def serve(args: ServeArgs) -> None:
-    from feedback.server import ReviewApp, is_loopback, make_server, resolve_token
+    from feedback.server import ReviewApp, bind, check_token, is_loopback, resolve_token
 
     token = resolve_token(args.token)
     if not is_loopback(args.host) and token is None:  # fail before loading the model
         raise UserError(f"binding {args.host} exposes the review page to the network; set a token (--token auto, "
                         "--token VALUE or $DETOX_FEEDBACK_TOKEN), or bind 127.0.0.1")
-    store = FeedbackStore(args.store)
-    version = model_version(args.model)
-    det = _detoxifier(args.model, args.device, args.max_new_tokens, best_of=args.best_of,
-                      temperature=args.temperature, top_p=args.top_p, rerank_config=args.rerank_config)
-    app = ReviewApp(store, lambda texts: det(list(texts)), version, token=token, max_chars=args.max_chars,
-                    max_body_bytes=args.max_body_bytes, decoding=det.decoding())
-    server = make_server(app, args.host, args.port)
-    print(f"review page for model {version}: {server.url()}\nstore: {store.path} ({store.count()['records']} records)"
-          "\nCtrl+C stops the server.", flush=True)
+    check_token(token)
+    # the cheap things that can fail come first: the port (nothing made yet), the store, then the model
+    server = bind(args.host, args.port, token)
     try:
+        store = FeedbackStore(args.store)
+        version = model_version(args.model)
+        det = _detoxifier(args.model, args.device, args.max_new_tokens, best_of=args.best_of,
+                          temperature=args.temperature, top_p=args.top_p, rerank_config=args.rerank_config)
+        server.app = ReviewApp(store, lambda texts: det(list(texts)), version, token=token, max_chars=args.max_chars,
+                               max_body_bytes=args.max_body_bytes, decoding=det.decoding())
+        print(f"review page for model {version}: {server.url()}\nstore: {store.path} "
+              f"({store.count()['records']} records)\nCtrl+C stops the server.", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
@@ -167,36 +176,76 @@ def _version_of(args: AddArgs) -> str:
                     "it) or --model_version VERSION")
 
 
-def _read_jsonl(path: str, errors: str = "strict") -> list[dict]:
+class _KeyTwice(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list) -> dict:
+    """``object_pairs_hook`` that refuses a key given twice (``json`` keeps the last one silently)."""
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _KeyTwice(key)
+        seen[key] = value
+    return seen
+
+
+def _read_jsonl(path: str, errors: str = "strict") -> list[tuple[int, dict]]:
+    """``(line number, object)`` per non-empty line; a line that is not one JSON object is a ``UserError``."""
+    where = f"--file '{path}'"
     rows = []
-    for n, line in enumerate(read_lines(path, f"--file '{path}'", errors), 1):
+    for n, line in enumerate(read_lines(path, where, errors), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_unique_keys)
+        except _KeyTwice as exc:
+            raise UserError(f"{where}: line {n}: key '{exc.key}' is given twice; keep one") from None
         except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{n}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+            raise UserError(f"{where}: line {n}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise UserError(f"{where}: line {n}: malformed JSON (nested too deeply); a record is one flat object "
+                            "of input, output, verdict, correction?, model_version?, created_at?") from None
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            raise UserError(f"{where}: line {n}: malformed JSON ({str(exc).split(';')[0]})") from None
         if not isinstance(row, dict):
-            raise UserError(f"{path}:{n}: expected a JSON object with input, output, verdict")
+            raise UserError(f"{where}: line {n}: expected a JSON object with input, output, verdict")
         rows.append((n, row))
     return rows
+
+
+def _file_records(args: AddArgs) -> list[dict]:
+    """Every record of ``--file``, checked (types, values, created_at) before anything is stored."""
+    where = f"--file '{args.file}'"
+    default_version = args.model_version or (model_version(args.model) if args.model else None)
+    records = []
+    for n, row in _read_jsonl(args.file, args.encoding_errors):
+        unknown = set(row) - {"input", "output", "verdict", "correction", "model_version", "created_at"}
+        if unknown:
+            raise UserError(f"{where}: line {n}: unknown field(s) {', '.join(sorted(unknown))}; a record has input, "
+                            "output, verdict, correction?, model_version?, created_at?")
+        version = default_version if row.get("model_version") is None else row["model_version"]
+        if version is None:
+            raise UserError(f"{where}: line {n}: no model_version; add it to the record or pass --model_version")
+        correction, verdict = row.get("correction"), row.get("verdict")
+        if verdict is None and isinstance(correction, str) and correction.strip():
+            verdict = "reject"  # a correction implies reject
+        try:
+            values = validate(row.get("input"), row.get("output"), verdict, version, correction,
+                              row.get("created_at"))
+        except RecordError as exc:
+            raise UserError(f"{where}: line {n}: {exc.detail}; nothing was added") from None
+        records.append(dict(zip(("created_at", "model_version", "input", "output", "verdict", "correction"), values)))
+    return records
 
 
 def add(args: AddArgs) -> None:
     if args.file:
         if args.input or args.output:
             raise UserError(f"{prog_name('detox-feedback add')}: give either --file or --input/--output, not both")
-        default_version = args.model_version or (model_version(args.model) if args.model else None)
-        records = []
-        for n, row in _read_jsonl(args.file, args.encoding_errors):
-            unknown = set(row) - {"input", "output", "verdict", "correction", "model_version", "created_at"}
-            if unknown:
-                raise UserError(f"{args.file}:{n}: unknown field(s) {', '.join(sorted(unknown))}")
-            version = row.get("model_version") or default_version
-            if not version:
-                raise UserError(f"{args.file}:{n}: no model_version; add it to the record or pass --model_version")
-            verdict = row.get("verdict") or ("reject" if row.get("correction") else None)
-            records.append({**row, "verdict": verdict, "model_version": version})
+        records = _file_records(args)
         store = FeedbackStore(args.store)  # only once the file is read: a bad file leaves no store behind
         try:
             added = store.add_many(records)
@@ -212,6 +261,12 @@ def add(args: AddArgs) -> None:
         raise UserError(f"{prog_name('detox-feedback add')}: "
                         f"--verdict accept|reject is required (or give a --correction)")
     version = _version_of(args)
+    try:  # checked before the store is opened (and before the model rewrites)
+        validate(args.input, "-" if args.output is None else args.output, verdict, version,
+                 None if args.output is None else args.correction)
+        check_text("correction", args.correction, required=False)
+    except RecordError as exc:
+        raise UserError(f"{prog_name('detox-feedback add')}: {exc.detail}") from None
     store = FeedbackStore(args.store)
     output = args.output
     if output is None:
@@ -288,11 +343,11 @@ def export(args: ExportArgs) -> None:
         writer = csv.writer(buf, quoting=csv.QUOTE_ALL)
         writer.writerow(["id", "created_at", "model_version", "input", "output", "verdict", "correction"])
         escaped = 0
-        for r in records:
-            cells = [r.model_version, r.input, r.output, r.verdict, r.correction or ""]
+        for r in records:  # every column: a store written before created_at was checked may hold any text there
+            cells = [str(r.id), r.created_at, r.model_version, r.input, r.output, r.verdict, r.correction or ""]
             safe = [csv_safe(c) for c in cells]
             escaped += sum(a != b for a, b in zip(cells, safe))
-            writer.writerow([r.id, r.created_at, *safe])
+            writer.writerow(safe)
         text = buf.getvalue()
         if escaped:
             print(f"{escaped} cells start with = + - @ or a tab and got a leading ' so spreadsheets show them as text; "

@@ -46,7 +46,10 @@ import json
 import logging
 import os
 import secrets
+import socket
+import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,7 +59,7 @@ from importlib.resources import files
 from urllib.parse import parse_qs, urlsplit
 
 from detoxrl.errors import UserError
-from feedback.store import VERDICTS, FeedbackStore
+from feedback.store import VERDICTS, FeedbackStore, lone_surrogate
 
 # The page, with a ``{{nonce}}`` placeholder for its CSP script nonce (package data, see pyproject.toml).
 PAGE = files("feedback").joinpath("review.html").read_text(encoding="utf-8")
@@ -65,6 +68,8 @@ log = logging.getLogger("detoxrl.feedback")
 
 Rewriter = Callable[[list[str]], list[str]]
 TOKEN_ENV = "DETOX_FEEDBACK_TOKEN"
+# the client went away: nothing to answer, nothing to log above debug
+HUNG_UP = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 def is_loopback(host: str) -> bool:
@@ -104,8 +109,7 @@ class ReviewApp:
             raise UserError("the review page needs a model version string (what the store records per verdict)")
         if self.max_chars < 1 or self.max_body_bytes < 64:
             raise UserError("max_chars must be >= 1 and max_body_bytes >= 64")
-        if self.token is not None and len(self.token) < 16:
-            raise UserError("the token is too short: use at least 16 characters (e.g. --token auto for a random one)")
+        check_token(self.token)
 
     # ---------------------------------------------------------------- the API, as plain functions
 
@@ -119,6 +123,10 @@ class ReviewApp:
             return None
         if not isinstance(value, str) or (required and not value.strip()):
             raise ApiError(HTTPStatus.BAD_REQUEST, f"'{key}' must be a non-empty string")
+        bad = lone_surrogate(value)
+        if bad:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"'{key}' holds a lone surrogate {bad[1]} at character {bad[0]}, "
+                                                   "which is not valid Unicode; send the text as UTF-8")
         if len(value) > self.max_chars:
             raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                            f"'{key}' is {len(value)} characters; the limit is {self.max_chars}")
@@ -187,12 +195,16 @@ class ReviewApp:
 class ReviewHandler(BaseHTTPRequestHandler):
     server_version = "detox-feedback"
     sys_version = ""
-    timeout = 60  # seconds a client may take to send its request (no thread is held forever)
     # HTTP/1.0 (the default): one request per connection, so an unread body never spills into the next
+    _unread = 0  # bytes of a refused body still on their way (drained after the answer, see _linger)
 
     @property
     def app(self) -> ReviewApp:
         return self.server.app  # type: ignore[attr-defined]
+
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout  # type: ignore[attr-defined]  # per read: no thread held forever
+        super().setup()
 
     # ---------------------------------------------------------------- plumbing
 
@@ -214,7 +226,11 @@ class ReviewHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, status: HTTPStatus, payload: dict) -> None:
-        self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
+        try:
+            body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate in some text: \\u escapes keep the JSON valid
+            body = json.dumps(payload).encode("ascii")
+        self._send(status, body, "application/json; charset=utf-8")
 
     def _error(self, status: HTTPStatus, message: str) -> None:
         if self.path.startswith("/api/"):
@@ -254,21 +270,56 @@ class ReviewHandler(BaseHTTPRequestHandler):
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the request body as application/json")
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
             raise ApiError(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
-        if int(length) > self.app.max_body_bytes:
-            self.close_connection = True  # the body is never read
-            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                           f"request body is {length} bytes; the limit is {self.app.max_body_bytes}")
-        raw = self.rfile.read(int(length))
+        self.close_connection = True  # whatever happens below, this connection ends with the answer
+        if len(lengths) > 1:  # which one a proxy used is unknown
+            raise ApiError(HTTPStatus.BAD_REQUEST, "a request may carry one Content-Length header")
+        length = lengths[0].strip()
+        if not (length.isascii() and length.isdigit()):  # "²".isdigit() is True, and int() refuses it
+            raise ApiError(HTTPStatus.BAD_REQUEST, "Content-Length must be a number of bytes (ASCII digits)")
+        limit = self.app.max_body_bytes
+        if len(length) > 18 or int(length) > limit:  # 18 digits: int() of thousands of digits raises
+            self._unread = int(length) if len(length) <= 18 else 1 << 62
+            shown = length if len(length) <= 18 else f"a {len(length)}-digit number of"
+            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body is {shown} bytes; the limit is {limit}")
+        size = int(length)
+        try:
+            raw = self.rfile.read(size)
+        except TimeoutError:
+            log.warning("review page: %s %s from %s: the request body (%d bytes) did not arrive within %g s; "
+                        "answered 408", self.command, self.path, self.address_string(), size, self.timeout)
+            raise ApiError(HTTPStatus.REQUEST_TIMEOUT, f"the request body did not arrive within {self.timeout:g} s "
+                                                       f"(Content-Length {size})") from None
+        if len(raw) < size:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"the request body ended after {len(raw)} of {size} bytes")
         try:
             payload = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except RecursionError:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "the request body is not valid JSON here: nested too deeply") from None
+        except (UnicodeDecodeError, ValueError):  # JSONDecodeError, and an integer of more than 4300 digits
             raise ApiError(HTTPStatus.BAD_REQUEST, "the request body is not valid JSON") from None
         if not isinstance(payload, dict):
             raise ApiError(HTTPStatus.BAD_REQUEST, "the request body must be a JSON object")
         return payload
+
+    def _linger(self) -> None:
+        """After refusing a body unread: stop writing, then read and drop what the client still sends (bounded by
+        ``server.linger_bytes`` and ``linger_seconds``), so closing does not reset the connection before the
+        client has read the answer (a client still sending would see a reset, not the 413)."""
+        left, deadline = min(self._unread, self.server.linger_bytes), time.monotonic() + self.server.linger_seconds
+        self._unread = 0
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            while left > 0 and (wait := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(wait)
+                chunk = self.connection.recv(min(left, 1 << 16))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:  # timeout, reset: the connection closes now either way
+            pass
 
     def _handle(self, method: str) -> None:
         url = urlsplit(self.path)
@@ -295,13 +346,28 @@ class ReviewHandler(BaseHTTPRequestHandler):
                                f"{method} {url.path} is not part of the API")
             self._check_token()
             self._json(HTTPStatus.OK, route())
+        except HUNG_UP as exc:
+            self._hung_up(method, url.path, exc)
         except ApiError as exc:
-            self._error(exc.status, exc.message)
+            self._answer_error(method, url.path, exc.status, exc.message)
         except UserError as exc:
-            self._error(HTTPStatus.BAD_REQUEST, str(exc))
+            self._answer_error(method, url.path, HTTPStatus.BAD_REQUEST, str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad request must not stop the server
             log.exception("review page: %s %s failed", method, url.path)
-            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(exc).__name__}); see the server log")
+            self._answer_error(method, url.path, HTTPStatus.INTERNAL_SERVER_ERROR,
+                               f"internal error ({type(exc).__name__}); see the server log")
+
+    def _answer_error(self, method: str, path: str, status: HTTPStatus, message: str) -> None:
+        try:
+            self._error(status, message)
+            if self._unread:
+                self._linger()
+        except HUNG_UP as exc:
+            self._hung_up(method, path, exc)
+
+    def _hung_up(self, method: str, path: str, exc: BaseException) -> None:
+        self.close_connection = True
+        log.debug("review page: %s %s: the client hung up (%s)", method, path, type(exc).__name__)
 
     def do_GET(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler API
         self._handle("GET")
@@ -315,10 +381,22 @@ class ReviewHandler(BaseHTTPRequestHandler):
 
 class ReviewServer(ThreadingHTTPServer):
     daemon_threads = True
+    read_timeout = 60.0  # seconds a client may stall while sending its request: then 408 (the body) or close
+    linger_bytes = 16 << 20  # after a 413, read and drop at most this much of the refused body ...
+    linger_seconds = 2.0  # ... for at most this long, so the client sees the 413 and not a reset
 
-    def __init__(self, address: tuple[str, int], app: ReviewApp):
-        self.app = app
+    def __init__(self, address: tuple[str, int], app: ReviewApp | None):
+        self.app = app  # None until the model is loaded (``bind``): nothing is served before serve_forever
         super().__init__(address, ReviewHandler)
+
+    def handle_error(self, request, client_address) -> None:
+        """An error outside ``_handle`` (reading the request line or headers): a client that hung up is a debug line,
+        anything else one logged error (socketserver would print it to stderr)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, HUNG_UP + (TimeoutError,)):
+            log.debug("review page: %s: the client hung up or stalled (%s)", client_address[0], type(exc).__name__)
+        else:
+            log.error("review page: request from %s failed", client_address[0], exc_info=True)
 
     def url(self) -> str:
         host, port = self.server_address[:2]
@@ -333,12 +411,27 @@ def resolve_token(token: str | None) -> str | None:
     return token or os.environ.get(TOKEN_ENV) or None
 
 
-def make_server(app: ReviewApp, host: str = "127.0.0.1", port: int = 8765) -> ReviewServer:
-    """Bind the review page (``port=0`` picks a free port). A non-loopback ``host`` needs ``app.token``."""
-    if not is_loopback(host) and app.token is None:
+def check_token(token: str | None) -> None:
+    if token is not None and len(token) < 16:
+        raise UserError("the token is too short: use at least 16 characters (e.g. --token auto for a random one)")
+
+
+def bind(host: str = "127.0.0.1", port: int = 8765, token: str | None = None) -> ReviewServer:
+    """The bound review server, its app not yet set (``detox-feedback serve`` binds before it loads the model, so a
+    busy port fails first). A non-loopback ``host`` needs a token."""
+    if not is_loopback(host) and token is None:
         raise UserError(f"binding {host} exposes the review page to the network; set a token (--token auto, "
                         f"--token VALUE or ${TOKEN_ENV}), or bind 127.0.0.1")
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise UserError(f"--port must be in 0..65535 (got {port}); 0 picks a free port")
     try:
-        return ReviewServer((host, port), app)
+        return ReviewServer((host, port), None)
     except OSError as exc:
         raise UserError(f"cannot bind {host}:{port} ({exc.strerror or exc}); pick another --port") from None
+
+
+def make_server(app: ReviewApp, host: str = "127.0.0.1", port: int = 8765) -> ReviewServer:
+    """Bind the review page (``port=0`` picks a free port). A non-loopback ``host`` needs ``app.token``."""
+    server = bind(host, port, app.token)
+    server.app = app
+    return server

@@ -102,32 +102,107 @@ class Training:
     summary: dict
 
 
-def _clean_text(name: str, value, *, required: bool = True) -> str | None:
-    if value is None and not required:
+class RecordError(UserError):
+    """A record that cannot be stored; ``detail`` names the field (``feedback record: `` + detail is the message)."""
+
+    def __init__(self, detail: str):
+        super().__init__(f"feedback record: {detail}")
+        self.detail = detail
+
+
+def describe(value) -> str:
+    """A JSON value as an error message names it: ``NaN``, ``the number 5``, ``a list``, ``null``..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    if isinstance(value, (int, float)):
+        return f"the number {str(value)[:30]}"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def lone_surrogate(text: str) -> tuple[int, str] | None:
+    """``(1-based character, '\\udXXX')`` of the first lone surrogate in ``text`` (not Unicode text: SQLite and UTF-8
+    refuse it), or None. A JSON ``"\\ud800"`` escape without its pair, or a non-UTF-8 byte in a command-line
+    argument, gives one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start + 1, f"\\u{ord(text[exc.start]):04x}"
+    return None
+
+
+def check_text(name: str, value, *, required: bool = True) -> str | None:
+    """``value`` stripped: text that is Unicode (no lone surrogate), not empty unless ``required`` is False (then
+    None), at most ``MAX_TEXT_CHARS``; a ``RecordError`` naming ``name`` otherwise."""
+    if value is None:
+        if required:
+            raise RecordError(f"'{name}' is missing")
         return None
     if not isinstance(value, str):
-        raise UserError(f"feedback record: '{name}' must be text (got {type(value).__name__})")
+        raise RecordError(f"'{name}' must be text (got {describe(value)})")
+    bad = lone_surrogate(value)
+    if bad:
+        raise RecordError(f"'{name}' holds a lone surrogate {bad[1]} at character {bad[0]}, which is not valid "
+                          "Unicode; fix the text (a JSON \\ud800-\\udfff escape needs its pair)")
     value = value.strip()
     if not value:
         if required:
-            raise UserError(f"feedback record: '{name}' is empty")
+            raise RecordError(f"'{name}' is empty")
         return None
     if len(value) > MAX_TEXT_CHARS:
-        raise UserError(f"feedback record: '{name}' is {len(value)} characters; the limit is {MAX_TEXT_CHARS}")
+        raise RecordError(f"'{name}' is {len(value)} characters; the limit is {MAX_TEXT_CHARS}")
     return value
+
+
+def clean_time(value) -> str:
+    """``created_at`` as stored: an ISO 8601 timestamp (what ``datetime.fromisoformat`` reads; no zone means UTC),
+    rewritten in UTC like ``utc_now`` (``2025-11-25T17:30:00.123Z``); None is now."""
+    if value is None:
+        return utc_now()
+    example = '"2025-11-25T17:30:00Z"'
+    if not isinstance(value, str):
+        raise RecordError(f"'created_at' must be an ISO 8601 timestamp in a string such as {example} "
+                          f"(got {describe(value)})")
+    shown = value if len(value) <= 40 else value[:39] + "…"
+    try:
+        when = _dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise RecordError(f"'created_at' '{shown}' is not an ISO 8601 timestamp; write it like {example} (UTC) "
+                          "or with an offset, e.g. 2025-11-25T18:30:00+01:00") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    try:
+        when = when.astimezone(_dt.timezone.utc)
+    except OverflowError:
+        raise RecordError(f"'created_at' '{shown}' is out of range in UTC (years 1 to 9999)") from None
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def validate(input: str, output: str, verdict: str, model_version: str, correction: str | None = None,
              created_at: str | None = None) -> tuple:
-    """The checked, stripped values of one record (``UserError`` naming the bad field)."""
+    """The checked, stripped values of one record (``RecordError`` naming the bad field); ``created_at``
+    (default: now) is checked as ISO 8601 and stored in UTC."""
+    input_, output_ = check_text("input", input), check_text("output", output)
+    correction_ = check_text("correction", correction, required=False)
+    if verdict is None:
+        raise RecordError(f"'verdict' is missing; give {' or '.join(VERDICTS)} (a correction implies reject)")
+    if not isinstance(verdict, str):
+        raise RecordError(f"'verdict' must be {' or '.join(VERDICTS)} (got {describe(verdict)})")
     if verdict not in VERDICTS:
-        raise UserError(f"feedback record: verdict '{verdict}' is not one of {', '.join(VERDICTS)}")
-    values = (created_at or utc_now(), _clean_text("model_version", model_version), _clean_text("input", input),
-              _clean_text("output", output), verdict, _clean_text("correction", correction, required=False))
-    if values[5] is not None and verdict != "reject":
-        raise UserError("feedback record: a correction goes with verdict 'reject' (the output needed changing)")
-    if values[5] is not None and values[5] == values[3]:
-        raise UserError("feedback record: the correction is the same as the output; record an accept instead")
+        raise RecordError(f"verdict '{verdict[:40]}' is not one of {', '.join(VERDICTS)}")
+    values = (clean_time(created_at), check_text("model_version", model_version), input_, output_, verdict,
+              correction_)
+    if correction_ is not None and verdict != "reject":
+        raise RecordError("a correction goes with verdict 'reject' (the output needed changing)")
+    if correction_ is not None and correction_ == output_:
+        raise RecordError("the correction is the same as the output; record an accept instead")
     return values
 
 
@@ -147,10 +222,13 @@ class FeedbackStore:
                             "or detox-feedback add), or fix --store")
         if exists and os.path.isdir(self.path):
             raise UserError(f"feedback store '{path}' is a folder; --store takes a file path, e.g. feedback.db")
+        if exists and not os.path.isfile(self.path):  # a FIFO would block the header read forever
+            raise UserError(f"feedback store '{path}' is not a regular file (a pipe, socket or device); point "
+                            "--store at a feedback store or a new file")
         if exists:
             self._check_header()
         else:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._make_folder(path)
         try:
             with self._connect() as conn:
                 if not (exists and self._check_integrity(conn)):
@@ -166,9 +244,29 @@ class FeedbackStore:
             f"feedback store '{self.path}' is damaged ({exc}); move it aside and restore a backup, or start a new "
             f"store with another --store path (records can be salvaged with: sqlite3 {self.path} .recover)")
 
+    def _make_folder(self, path: str) -> None:
+        """The store's folder, made if missing; a part of the path that is a file, or a folder that cannot be
+        made (no permission, a read-only or virtual file system), is a one-line ``UserError``."""
+        folder = os.path.dirname(self.path)
+        head = folder
+        while head and not os.path.lexists(head):  # the deepest part of the path that exists
+            head = os.path.dirname(head) if os.path.dirname(head) != head else ""
+        if head and not os.path.isdir(head):
+            what = "a broken symbolic link" if not os.path.exists(head) else "a file, not a folder"
+            raise UserError(f"feedback store '{path}': '{head}' is {what}; fix --store")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"feedback store '{path}': cannot create its folder '{folder}' "
+                            f"({exc.strerror or exc}); fix --store, or create the folder first") from None
+
     def _check_header(self) -> None:
-        with open(self.path, "rb") as fh:
-            head = fh.read(len(SQLITE_HEADER))
+        try:
+            with open(self.path, "rb") as fh:
+                head = fh.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise UserError(f"feedback store '{self.path}' cannot be read ({exc.strerror or exc}); fix its "
+                            "permissions or --store") from None
         if head and head != SQLITE_HEADER:
             raise UserError(f"feedback store '{self.path}' is not an SQLite database (its first bytes are not "
                             "'SQLite format 3'): the file is corrupted or is some other file; point --store at a "

@@ -284,12 +284,10 @@ def current_model(ref: str) -> CurrentModel:
         raise UserError(f"model '{ref}' does not exist; train one first (detox-sft), or fix --model")
     family = card.get("family")
     if family not in ("causal", "seq2seq"):
-        from transformers import AutoConfig
-
-        from detoxrl.models.loading import model_family
+        from detoxrl.models.loading import model_family, read_config
         from detoxrl.models.refs import resolve_model
 
-        family = model_family(AutoConfig.from_pretrained(resolve_model(weights).path))
+        family = model_family(read_config(resolve_model(weights)))
     return CurrentModel(ref, weights, card, family, model_version(path))
 
 

@@ -212,6 +212,11 @@ class DetoxPPOConfig(TrainingArguments):
             raise ValueError("adaptive_kl needs target_kl > 0 and kl_horizon > 0")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 (got {self.max_steps})")
+        if self.reward_clip is not None and not self.reward_clip > 0:
+            raise ValueError(f"reward_clip must be > 0 or null (got {self.reward_clip}); clipping the score to "
+                             f"+-{self.reward_clip} makes every rollout score the same")
+        if self.eval_samples < 0:
+            raise ValueError(f"eval_samples must be >= 0 (got {self.eval_samples}); 0 turns the dev evaluation off")
         if self.max_new_tokens_ratio is not None and not self.max_new_tokens_ratio > 0:
             raise ValueError(f"max_new_tokens_ratio must be > 0 or unset (got {self.max_new_tokens_ratio})")
         if self.max_new_tokens_ratio is not None and self.algorithm != "ppo":

@@ -72,8 +72,13 @@ def check_start_model(model_cfg) -> None:
     from detoxrl.models.refs import looks_like_hub_id
     from detoxrl.paths import resolve_path
 
+    from detoxrl.models.loading import check_model_config
+
     ref = model_cfg.model_name_or_path or ""
-    if ref in ALIASES or looks_like_hub_id(ref) or resolve_path(ref):
+    if resolve_path(ref):
+        check_model_config(ref)  # a broken config.json fails before the data loads
+        return
+    if ref in ALIASES or looks_like_hub_id(ref):
         return
     raise UserError(f"{prog_name('rl/ppo.py')}: model_name_or_path: '{ref}' does not exist. The RL stage starts "
                     "from an SFT run: train it first with `accelerate launch sft/train.py` (or `detoxrl sft`), which "

@@ -30,7 +30,7 @@ from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings
 from detoxrl.log import setup_logging
 from detoxrl.models.config import DetoxModelConfig
-from detoxrl.models.loading import load_model
+from detoxrl.models.loading import check_model_config, load_model
 from detoxrl.resume import resolve_resume
 from detoxrl.prompts import PromptConfig, PromptFormatter
 from detoxrl.vocab import VocabConfig, load_lexicon, toxic_token_ids
@@ -64,6 +64,7 @@ def run(args=None) -> dict:
     data_cfg, vocab_cfg, model_cfg, prompt_cfg, train_args = parse(args)
     resume = resolve_resume(train_args.resume_from_checkpoint, train_args.output_dir, kind="sft")
     check_quantization(model_cfg)
+    check_model_config(model_cfg.model_name_or_path)  # a broken config.json fails before the data loads
     push = claim_push(train_args)
     train_args.label_names = ["labels"]
     train_args.prediction_loss_only = True

@@ -48,6 +48,7 @@ class Case:
     stdin: bytes | None = None
     check: str | None = None     # name of an extra check below
     model: bool = False          # needs the tiny llama ({model})
+    patch: str | None = None     # name of a fault to inject first (PATCHES below: Ctrl-C, a full disk)
 
 
 def _sft(*extra):
@@ -200,6 +201,73 @@ CASES = {
                                                                     "{tmp}/r.csv"], rc=0, check="csv_escaped"),
     "feedback-export-jsonl-stays-exact": Case("detox-feedback", ["export", "--store", "{store}", "--output",
                                                                  "{tmp}/r.jsonl"], rc=0, check="jsonl_exact"),
+    # ---- settings that train nothing
+    "sft-lora-alpha-zero": Case("detox-sft", _sft("--finetuning", "lora", "--lora_alpha", "0"),
+                                err="lora_alpha must be > 0 (got 0)", absent=["{tmp}/run"]),
+    "ppo-reward-clip-negative": Case("detox-ppo", _ppo("--reward_clip", "-1"), err="reward_clip must be > 0 or null"),
+    "ppo-reward-clip-zero": Case("detox-ppo", _ppo("--reward_clip", "0"), err="reward_clip must be > 0 or null"),
+    "sft-max-steps-zero": Case("detox-sft", _sft("--max_steps", "0"), err="max_steps must be >= 1, or -1",
+                               absent=["{tmp}/run"]),
+    # ---- late tracebacks: values that pass parsing and break later
+    "sft-seed-negative": Case("detox-sft", _sft("--seed", "-1"), err="seed must be in [0, 2**32) (got -1)"),
+    "sft-output-dir-empty": Case("detox-sft", _sft("--output_dir", ""), err="output_dir is empty"),
+    "sft-batch-size-null-in-yaml": Case("detox-sft", _sft("--config", "{null_batch_yaml}"),
+                                err="per_device_train_batch_size must be a whole number >= 1 (got null)"),
+    "ppo-eval-samples-negative": Case("detox-ppo", _ppo("--eval_samples", "-1"), err="eval_samples must be >= 0"),
+    "data-preview-dev-size-inf": Case("detox-data", ["preview", "--dataset", "{tsv}", "--dev_size", "inf"],
+                                      err="dev_size must be a finite number (got inf)"),
+    "sft-resume-state-is-a-list": Case("detox-sft", _sft("--resume_from_checkpoint", "{list_ckpt}"),
+                                       err="trainer_state.json' holds a JSON list"),
+    "detox-device-cuda-without-cuda": Case("detox", ["--model", NOPE, "--device", "cuda", "hi"],
+                                           err="device: 'cuda', but this torch"),
+    "eval-device-cuda-without-cuda": Case("detox-eval", _eval("--systems", "duplicate", "--eval_device", "cuda:1",
+                                                              "--output_dir", "{tmp}/ev"), err="eval_device: 'cuda:1'"),
+    "detox-model-config-not-json": Case("detox", ["--model", "{broken_config_model}", "hi"],
+                                        err="config.json' is not valid JSON"),
+    "detox-model-type-unknown": Case("detox", ["--model", "{unknown_type_model}", "hi"],
+                                     err="model_type 'not-a-model'"),
+    "sft-model-config-not-json": Case("detox-sft", _sft("--model_name_or_path", "{broken_config_model}"),
+                                      err="config.json' is not valid JSON"),
+    "ppo-model-type-unknown": Case("detox-ppo", _ppo("--model_name_or_path", "{unknown_type_model}"),
+                                   err="model_type 'not-a-model'"),
+    "data-json-outputs-not-a-list": Case("detox-data", ["preview", "--dataset", "{outputs_5_json}"],
+                                         err="'outputs' is a number"),
+    "data-jsonl-split-a-number": Case("detox-data", ["preview", "--dataset", "{split_5_jsonl}"],
+                                      err="'split' is 5"),
+    "eval-predictions-no-output-key": Case("detox-eval", _eval("--systems", "p={pred_no_output}", "--output_dir",
+                                                               "{tmp}/ev"), err="{pred_no_output}:2: no 'output'",
+                                           absent=["{tmp}/ev"]),
+    "eval-predictions-output-null": Case("detox-eval", _eval("--systems", "p={pred_null}", "--output_dir", "{tmp}/ev"),
+                                         err="{pred_null}:1: 'output' is null", absent=["{tmp}/ev"]),
+    "eval-predictions-output-a-number": Case("detox-eval", _eval("--systems", "p={pred_number}", "--output_dir",
+                                                                 "{tmp}/ev"), err="{pred_number}:1: 'output' is a number",
+                                             absent=["{tmp}/ev"]),
+    "data-tsv-leading-quote-keeps-rows": Case("detox-data", ["preview", "--dataset", "{quoted_tsv}"], rc=0,
+                                              check="quoted_rows_kept"),
+    "sft-flag-typo-did-you-mean": Case("detox-sft", _sft("--learnin_rate", "1e-4"),
+                                       err="did you mean --learning_rate?"),
+    "ppo-flag-typo-did-you-mean": Case("detox-ppo", _ppo("--kl_cef", "0.1"), err="did you mean --kl_coef?"),
+    # ---- outputs: symlinks written through, nothing but files replaced
+    "data-export-output-symlink-writes-through": Case("detox-data", ["export", "--dataset", "{tsv}", "--output",
+                                                                     "{link}"], rc=0, check="symlink_kept"),
+    "data-export-output-fifo": Case("detox-data", ["export", "--dataset", "{tsv}", "--output", "{fifo}"],
+                                    err="is not a regular file"),
+    "data-export-follows-umask": Case("detox-data", ["export", "--dataset", "{tsv}", "--output", "{tmp}/u.jsonl"],
+                                      rc=0, check="umask_followed"),
+    # ---- work kept when the run is cut short
+    "detox-ctrl-c-keeps-the-done-lines": Case("detox", ["--model", "{model}", "--max_new_tokens", "2", "--input",
+                                                        "{five}", "--output", "{tmp}/o.txt"], rc=130, model=True,
+                                              patch="ctrl_c_after_two", err="the first 2 rewrites are in",
+                                              absent=["{tmp}/o.txt"], check="two_lines_kept"),
+    "detox-full-disk-keeps-the-done-lines": Case("detox", ["--model", "{model}", "--max_new_tokens", "2", "--input",
+                                                           "{five}", "--output", "{tmp}/o.txt"], model=True,
+                                                 patch="disk_full_after_two", err="writing failed after 2 lines",
+                                                 absent=["{tmp}/o.txt"], check="two_lines_kept"),
+    "sft-push-with-the-hub-unreachable-keeps-the-run": Case(
+        "detox-sft", _sft("--model_name_or_path", "{model}", "--max_steps", "1", "--guard_samples", "0",
+                          "--eval_strategy", "no", "--push_to_hub", "true", "--hub_model_id", "me/detox"),
+        model=True, patch="hub_unreachable", err="push_to_hub: the run is saved in '{tmp}/run'",
+        check="run_saved"),
     # ---- noise
     "feedback-list-closed-pipe": Case("proc:feedback.cli", ["list", "--store", "{big_store}", "--limit", "0",
                                                             "--format", "jsonl"], rc=141, check="closed_pipe"),
@@ -247,6 +315,26 @@ def paths(tmp_path, toy_data):
         for name, data in {"trainer_state.json": b'{"global_step": 2}', **files}.items():
             put(f"{kind}/checkpoint-2/{name}", data)
         p[kind] = str(tmp_path / kind / "checkpoint-2")
+    p["five"] = put("five.txt", b"".join(b"you idiot number %d\n" % i for i in range(5)))
+    p["null_batch_yaml"] = put("null_batch.yaml", b"per_device_train_batch_size: null\n")
+    put("list_ckpt/checkpoint-2/trainer_state.json", b"[]")
+    put("list_ckpt/checkpoint-2/adapter_model.safetensors", b"x")
+    p["list_ckpt"] = str(tmp_path / "list_ckpt" / "checkpoint-2")
+    p["broken_config_model"] = os.path.dirname(put("broken_model/config.json", b'{"model_type": "llama",'))
+    p["unknown_type_model"] = os.path.dirname(put("odd_model/config.json", b'{"model_type": "not-a-model"}'))
+    p["outputs_5_json"] = put("outputs5.json", json.dumps({"inputs": ["you idiot"], "outputs": 5}).encode())
+    p["split_5_jsonl"] = put("split5.jsonl", b'{"inputs": "you idiot", "outputs": "you", "split": 5}\n')
+    first = tsv.read_text(encoding="utf-8").splitlines()[1].split("\t")[0]  # a test source the predictions answer
+    p["pred_no_output"] = put("p1.jsonl", (json.dumps({"source": first, "output": "ok"}) + "\n"
+                                           + json.dumps({"source": first}) + "\n").encode())
+    p["pred_null"] = put("p2.jsonl", (json.dumps({"source": first, "output": None}) + "\n").encode())
+    p["pred_number"] = put("p3.jsonl", (json.dumps({"source": first, "output": 12345}) + "\n").encode())
+    p["quoted_tsv"] = put("quoted.tsv", b"toxic\tneutral1\tneutral2\tneutral3\n" + b"".join(
+        b'"quote %d starts this , you idiot\tquote %d starts this\t\t\n' % (i, i) for i in range(12)))
+    os.symlink(p["file"], tmp_path / "link.jsonl")
+    p["link"] = str(tmp_path / "link.jsonl")
+    os.mkfifo(tmp_path / "pipe.jsonl")
+    p["fifo"] = str(tmp_path / "pipe.jsonl")
     p["store"], p["big_store"] = str(tmp_path / "records.db"), str(tmp_path / "big.db")
     return p
 
@@ -342,12 +430,22 @@ def run_http(what: str, tmp_path) -> tuple[int, list]:
         server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def usual_umask():
+    """The usual umask (022) whatever the machine's, so a row can check files follow it."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name, paths, tmp_path, tiny_dir, capsys, caplog, monkeypatch):
     case = CASES[name]
     if case.model:
         paths["model"] = tiny_dir("llama")
     make_stores(paths, case.argv)
+    if case.patch:
+        PATCHES[case.patch](monkeypatch)
     argv = [fill(a, paths) for a in case.argv]
     before = snapshot(paths)
     if case.cmd == "http":
@@ -365,9 +463,11 @@ def test_bad_input(name, paths, tmp_path, tiny_dir, capsys, caplog, monkeypatch)
         out, err = captured.out, captured.err
     assert rc == case.rc, (rc, err[-2000:])
     assert "Traceback" not in err
-    if case.rc == 2:
-        lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]  # progress bars aside
-        assert len(lines) == 1 and lines[0].startswith("error: "), err  # one line, no bitsandbytes line
+    if case.rc in (2, 130):  # a user error, or Ctrl-C: one line saying what was kept
+        lines = [line for line in err.splitlines() if line.strip() and "%|" not in line  # progress bars aside
+                 and not (case.model and " INFO " in line)]  # a row that loads a model logs what it loaded
+        prefix = "error: " if case.rc == 2 else "interrupted: "
+        assert len(lines) == 1 and lines[0].startswith(prefix), err  # one line, no bitsandbytes line
         assert fill(case.err, paths) in lines[0], lines[0]
         assert snapshot(paths) == before  # the file and folder given as outputs are untouched
     elif case.err:
@@ -412,7 +512,93 @@ def _closed_pipe(err, **_):
     assert err == ""  # no BrokenPipeError, no "Exception ignored" line
 
 
-CHECKS = {"one_output_line": _one_output_line, "three_output_lines": _three_output_lines,
+def _ctrl_c_after_two(monkeypatch):
+    """Ctrl-C while the second chunk of an --input file is being rewritten (chunks of 2 lines)."""
+    from detoxrl import infer
+
+    real, calls = infer.Detoxifier._rewrite, []
+
+    def rewrite(self, texts, progress):
+        calls.append(texts)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, texts, progress)
+
+    monkeypatch.setattr(infer, "FILE_CHUNK", 2)
+    monkeypatch.setattr(infer.rewrite_chunks, "__defaults__", (2,))
+    monkeypatch.setattr(infer.Detoxifier, "_rewrite", rewrite)
+
+
+def _disk_full_after_two(monkeypatch):
+    """The output's disk fills up after two lines."""
+    import builtins
+    import errno
+
+    from detoxrl import infer
+
+    class FullDisk:
+        def __init__(self, fh):
+            self.fh, self.lines = fh, 0
+
+        def write(self, text):
+            if self.lines == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.lines += 1
+            return self.fh.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.fh.__exit__(*exc)
+
+    monkeypatch.setattr(infer, "open", lambda *a, **k: FullDisk(builtins.open(*a, **k)), raising=False)
+
+
+def _hub_unreachable(monkeypatch):
+    """Online as far as the environment says, but the hub cannot be reached."""
+    import huggingface_hub
+
+    def refused(*a, **k):
+        raise ConnectionError("Failed to establish a new connection: [Errno 111] Connection refused")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refused)
+
+
+PATCHES = {"ctrl_c_after_two": _ctrl_c_after_two, "disk_full_after_two": _disk_full_after_two,
+           "hub_unreachable": _hub_unreachable}
+
+
+def _run_saved(paths, **_):
+    assert os.path.isfile(paths["tmp"] + "/run/detoxrl.json")  # the trained model was saved before the push
+
+
+def _two_lines_kept(paths, **_):
+    with open(paths["tmp"] + "/o.txt.partial", encoding="utf-8") as fh:
+        assert len(fh.read().splitlines()) == 2  # the rewrites done before the fault
+
+
+def _quoted_rows_kept(err, caplog, **_):
+    assert "loaded 12 pairs" in caplog.text, caplog.text  # a leading quote is text, not CSV quoting
+
+
+def _symlink_kept(paths, **_):
+    assert os.path.islink(paths["link"])  # written through, not replaced by a regular file
+    with open(paths["file"], encoding="utf-8") as fh:
+        assert fh.readline().startswith("{")  # the target holds the export now
+
+
+def _umask_followed(paths, **_):
+    mode = os.stat(paths["tmp"] + "/u.jsonl").st_mode & 0o777
+    assert mode == 0o644, oct(mode)  # the test runs under umask 022 (set in test_bad_input)
+
+
+CHECKS = {"run_saved": _run_saved, "two_lines_kept": _two_lines_kept, "quoted_rows_kept": _quoted_rows_kept, "symlink_kept": _symlink_kept, "umask_followed": _umask_followed,
+          "one_output_line": _one_output_line, "three_output_lines": _three_output_lines,
           "two_records_one_replaced": _two_records_one_replaced, "csv_escaped": _csv_escaped,
           "jsonl_exact": _jsonl_exact, "closed_pipe": _closed_pipe}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -96,6 +98,8 @@ class DataConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if not math.isfinite(self.dev_size):
+            raise ValueError(f"dev_size must be a finite number (got {self.dev_size})")
         if self.dev_size <= 0:
             raise ValueError(f"dev_size must be > 0 (a fraction < 1 or a number of groups), got {self.dev_size}")
         if self.dev_size >= 1 and self.dev_size != int(self.dev_size):

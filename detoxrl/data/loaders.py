@@ -76,6 +76,12 @@ class _Skips:
         return pairs
 
 
+def _kind(value) -> str:
+    """How a JSON value reads in a message: 'a number', 'a list', ..."""
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), "null" if value is None else type(value).__name__)
+
+
 def _text(value) -> str:
     return value.strip() if isinstance(value, str) else ""
 
@@ -113,13 +119,35 @@ def _delimiter(path: str) -> str:
     return "," if path.lower().endswith(".csv") else "\t"
 
 
+_QUOTED_CELL = re.compile(r'^"(?:[^"]|"")*"$')
+
+
+def _quoting(path: str, width: int) -> int:
+    """``csv.QUOTE_NONE`` for a TSV that uses no CSV quoting (every line holds ``width`` cells and no cell is wrapped
+    in quotes), so a text that merely starts with ``"`` stays one row; else ``csv.QUOTE_MINIMAL`` (quoted cells may
+    hold tabs, newlines and doubled quotes, as in ParaDetox's files)."""
+    if _delimiter(path) != "\t":
+        return csv.QUOTE_MINIMAL
+    with _open_text(path) as fh:
+        try:
+            for line in fh:
+                cells = line.rstrip("\r\n").split("\t")
+                if line.strip() and (len(cells) != width or any(_QUOTED_CELL.match(c) for c in cells)):
+                    return csv.QUOTE_MINIMAL
+        except UnicodeDecodeError:
+            return csv.QUOTE_MINIMAL  # reported with its line by the reader
+    return csv.QUOTE_NONE
+
+
 def _read_table(path: str, skips: _Skips) -> tuple[list[str], Iterator[Row]]:
-    """Header and rows (with CSV quoting, so quoted cells may hold newlines and tabs)."""
+    """Header and rows (with CSV quoting where the file uses it, ``_quoting``: quoted cells may hold newlines and
+    tabs)."""
     header = read_header(path)
+    quoting = _quoting(path, len(header))
 
     def rows() -> Iterator[Row]:
         with _open_text(path) as fh:
-            reader = csv.reader(fh, delimiter=_delimiter(path))
+            reader = csv.reader(fh, delimiter=_delimiter(path), quoting=quoting)
             line = 1
             try:
                 next(reader, None)
@@ -282,6 +310,10 @@ def _json_records(path: str) -> Iterator[Row]:
             raise UserError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
     if isinstance(data, dict) and isinstance(data.get("inputs"), list):  # parallel lists
         _require(data, ("inputs", "outputs"), path, "instruction JSON: instructions, inputs, outputs")
+        for key in ("instructions", "outputs"):
+            if key in data and not isinstance(data[key], list):
+                raise UserError(f"{path}: 'inputs' is a list but '{key}' is {_kind(data[key])}; with parallel lists "
+                                "every key holds a list of the same length")
         if len(data["inputs"]) != len(data["outputs"]):
             raise UserError(f"{path}: 'inputs' has {len(data['inputs'])} items but 'outputs' has "
                             f"{len(data['outputs'])}; they must be parallel lists")
@@ -310,7 +342,11 @@ def read_instruction_json(path: str, lang: str | None = None) -> list[Pair]:
         if not source or not target:
             skips.skip(origin, f"empty or non-text '{'inputs' if not source else 'outputs'}'")
             continue
-        split = _text(record.get("split"))
+        split = record.get("split")
+        if split is not None and not isinstance(split, str):
+            raise UserError(f"{origin}: 'split' is {json.dumps(split)} ({_kind(split)}); use \"train\" or \"dev\" "
+                            "(or leave it out)")
+        split = _text(split)
         if split not in PIN_SPLITS:
             raise UserError(f"{origin}: 'split' is '{split}'; use train or dev (or leave it out)")
         pairs.append(Pair(source, target, _text(record.get("lang")) or lang or "en", origin=origin, split=split))

@@ -92,6 +92,9 @@ class DetoxModelConfig(ModelConfig):
             self.lora_target_modules = [self.lora_target_modules]
         if self.lora_r <= 0:
             raise ValueError(f"lora_r must be > 0 (got {self.lora_r})")
+        if self.lora_alpha <= 0 and self.finetuning != "full":  # scaling alpha / r = 0: the adapter adds nothing
+            raise ValueError(f"lora_alpha must be > 0 (got {self.lora_alpha}); the adapter's update is scaled by "
+                             "lora_alpha / lora_r, so 0 trains an adapter that changes nothing")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
         # TRL's own switches are accepted as spellings of the matching fine-tuning type.

@@ -16,6 +16,7 @@ unless the config turns it on.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -110,13 +111,61 @@ def peft_config(cfg: DetoxModelConfig, model, family: str):
     return lora
 
 
+def read_config(src, **kwargs):
+    """``AutoConfig.from_pretrained`` of a resolved model (``refs.ModelSource``), with one line for a ``config.json``
+    that is not JSON or names a ``model_type`` this transformers does not know."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(src.path, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        config = os.path.join(src.path, "config.json") if os.path.isdir(src.path) else f"{src.ref}/config.json"
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, json.JSONDecodeError) or "not a valid JSON" in str(exc):
+            raise UserError(f"model '{src.ref}': '{config}' is not valid JSON ({cause or exc}); fix or replace the "
+                            "file (it comes with the model)") from None
+        if "model type" in str(exc) or isinstance(exc, KeyError):
+            kind = _model_type(config)
+            raise UserError(f"model '{src.ref}': model_type '{kind}' in '{config}' is not one transformers "
+                            f"{_transformers_version()} knows; fix the file or upgrade transformers") from None
+        raise
+
+
+def check_model_config(ref: str) -> None:
+    """Before any data or weights load: a local model folder's (or run's) ``config.json`` reads (``read_config``).
+    Hub ids and aliases are left to the load."""
+    from detoxrl.models.runs import read_run
+    from detoxrl.paths import resolve_path
+
+    local = resolve_path(ref) if ref else None
+    if not local or not os.path.isdir(local):
+        return
+    weights = resolve_path(read_run(local).weights)
+    if weights and os.path.isfile(os.path.join(weights, "config.json")):
+        read_config(ModelSource(ref, weights, "local path"))
+
+
+def _model_type(config_path: str) -> str:
+    try:
+        with open(config_path, encoding="utf-8") as fh:
+            return str(json.load(fh).get("model_type"))
+    except (OSError, ValueError, AttributeError):
+        return "?"
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
 def load_model(cfg: DetoxModelConfig, *, gradient_checkpointing: bool = False, apply_adapter: bool = True) -> LoadedModel:
     """Resolve, load and wrap the model as ``cfg`` says. See the module docstring."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     src = resolve_model(cfg.model_name_or_path, cfg.model_revision)
     revision = None if src.source.startswith(("local", "packaged")) else cfg.model_revision
-    hf_config = AutoConfig.from_pretrained(src.path, trust_remote_code=cfg.trust_remote_code, revision=revision)
+    hf_config = read_config(src, trust_remote_code=cfg.trust_remote_code, revision=revision)
     family = model_family(hf_config, cfg.model_family)
     auto = AutoModelForSeq2SeqLM if family == "seq2seq" else AutoModelForCausalLM
     kwargs: dict[str, Any] = dict(
