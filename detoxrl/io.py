@@ -11,6 +11,8 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 
+from detoxrl.errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -36,9 +38,12 @@ def atomic_write_text(path: str, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk, a quota: one line, and the old file (if any) is as it was
+            raise UserError(f"writing '{path}' failed ({exc.strerror or exc}); nothing was written; free space or "
+                            "pick another path") from None
         raise
 
 

@@ -17,6 +17,7 @@ import json
 import os
 
 from detoxrl.data import norm_key
+from detoxrl.data.loaders import tsv_quoting
 from detoxrl.errors import UserError
 from detoxrl.validate import read_lines
 
@@ -39,8 +40,11 @@ def _rows(path: str, errors: str = "strict") -> list[tuple[int, dict]]:
                 if not isinstance(rows[-1][1], dict):
                     raise UserError(f"{path}:{i}: expected a JSON object with source and output keys")
         return rows
+    tsv = not lower.endswith(".csv")
+    width = len(lines[0].split("\t")) if tsv and lines else 0
+    quoting = tsv_quoting(lines, width) if tsv else csv.QUOTE_MINIMAL  # a source may start with a bare quote
     try:
-        reader = csv.DictReader(lines, delimiter="," if lower.endswith(".csv") else "\t")
+        reader = csv.DictReader(lines, delimiter="\t" if tsv else ",", quoting=quoting)
         return [(reader.line_num, row) for row in reader]
     except csv.Error as exc:
         raise UserError(f"predictions file '{path}': cannot parse it as CSV/TSV ({exc})") from None

@@ -242,6 +242,12 @@ CASES = {
     "eval-predictions-output-a-number": Case("detox-eval", _eval("--systems", "p={pred_number}", "--output_dir",
                                                                  "{tmp}/ev"), err="{pred_number}:1: 'output' is a number",
                                              absent=["{tmp}/ev"]),
+    "eval-predictions-tsv-leading-quote-keeps-rows": Case(
+        "detox-eval", _eval("--systems", "p={quoted_pred_tsv}", "--dataset", "{quoted_jsonl}", "--output_dir",
+                            "{tmp}/ev", "--eval_split", "all", "--judge_toxicity_backend", "lexicon",
+                            "--judge_similarity_model", "sentence-transformers/all-MiniLM-L6-v2",
+                            "--judge_fluency_model", "{model}", "--judge_device", "cpu"),
+        rc=0, model=True, check="quoted_predictions_scored"),
     "data-tsv-leading-quote-keeps-rows": Case("detox-data", ["preview", "--dataset", "{quoted_tsv}"], rc=0,
                                               check="quoted_rows_kept"),
     "sft-flag-typo-did-you-mean": Case("detox-sft", _sft("--learnin_rate", "1e-4"),
@@ -263,6 +269,9 @@ CASES = {
                                                            "{five}", "--output", "{tmp}/o.txt"], model=True,
                                                  patch="disk_full_after_two", err="writing failed after 2 lines",
                                                  absent=["{tmp}/o.txt"], check="two_lines_kept"),
+    "data-export-full-disk": Case("detox-data", ["export", "--dataset", "{tsv}", "--output", "{tmp}/e.jsonl"],
+                                  patch="fsync_disk_full", err="writing '{tmp}/e.jsonl' failed (No space left on device)",
+                                  absent=["{tmp}/e.jsonl"]),
     "sft-push-with-the-hub-unreachable-keeps-the-run": Case(
         "detox-sft", _sft("--model_name_or_path", "{model}", "--max_steps", "1", "--guard_samples", "0",
                           "--eval_strategy", "no", "--push_to_hub", "true", "--hub_model_id", "me/detox"),
@@ -331,6 +340,11 @@ def paths(tmp_path, toy_data):
     p["pred_number"] = put("p3.jsonl", (json.dumps({"source": first, "output": 12345}) + "\n").encode())
     p["quoted_tsv"] = put("quoted.tsv", b"toxic\tneutral1\tneutral2\tneutral3\n" + b"".join(
         b'"quote %d starts this , you idiot\tquote %d starts this\t\t\n' % (i, i) for i in range(12)))
+    p["quoted_jsonl"] = put("quoted.jsonl", b"".join(
+        b'{"inputs": "\\"quote %d starts this , you idiot", "outputs": "quote %d starts this"}\n' % (i, i)
+        for i in range(12)))
+    p["quoted_pred_tsv"] = put("quoted_pred.tsv", b"source\toutput\n" + b"".join(
+        b'"quote %d starts this , you idiot\tquote %d starts this\n' % (i, i) for i in range(12)))
     os.symlink(p["file"], tmp_path / "link.jsonl")
     p["link"] = str(tmp_path / "link.jsonl")
     os.mkfifo(tmp_path / "pipe.jsonl")
@@ -465,7 +479,7 @@ def test_bad_input(name, paths, tmp_path, tiny_dir, capsys, caplog, monkeypatch)
     assert "Traceback" not in err
     if case.rc in (2, 130):  # a user error, or Ctrl-C: one line saying what was kept
         lines = [line for line in err.splitlines() if line.strip() and "%|" not in line  # progress bars aside
-                 and not (case.model and " INFO " in line)]  # a row that loads a model logs what it loaded
+                 and not ((case.model or case.patch) and " INFO " in line)]  # work done before the fault logs
         prefix = "error: " if case.rc == 2 else "interrupted: "
         assert len(lines) == 1 and lines[0].startswith(prefix), err  # one line, no bitsandbytes line
         assert fill(case.err, paths) in lines[0], lines[0]
@@ -569,17 +583,32 @@ def _hub_unreachable(monkeypatch):
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refused)
 
 
-PATCHES = {"ctrl_c_after_two": _ctrl_c_after_two, "disk_full_after_two": _disk_full_after_two,
+def _fsync_disk_full(monkeypatch):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+
+
+PATCHES = {"fsync_disk_full": _fsync_disk_full, "ctrl_c_after_two": _ctrl_c_after_two, "disk_full_after_two": _disk_full_after_two,
            "hub_unreachable": _hub_unreachable}
 
 
 def _run_saved(paths, **_):
     assert os.path.isfile(paths["tmp"] + "/run/detoxrl.json")  # the trained model was saved before the push
+    mode = os.stat(paths["tmp"] + "/run/adapter").st_mode & 0o777
+    assert mode == 0o755, oct(mode)  # an atomically written folder follows the umask (022), not mkdtemp's 0700
 
 
 def _two_lines_kept(paths, **_):
     with open(paths["tmp"] + "/o.txt.partial", encoding="utf-8") as fh:
         assert len(fh.read().splitlines()) == 2  # the rewrites done before the fault
+
+
+def _quoted_predictions_scored(paths, **_):
+    assert os.path.isdir(paths["tmp"] + "/ev")  # every test source found its output: the report was written
 
 
 def _quoted_rows_kept(err, caplog, **_):
@@ -597,7 +626,7 @@ def _umask_followed(paths, **_):
     assert mode == 0o644, oct(mode)  # the test runs under umask 022 (set in test_bad_input)
 
 
-CHECKS = {"run_saved": _run_saved, "two_lines_kept": _two_lines_kept, "quoted_rows_kept": _quoted_rows_kept, "symlink_kept": _symlink_kept, "umask_followed": _umask_followed,
+CHECKS = {"quoted_predictions_scored": _quoted_predictions_scored, "run_saved": _run_saved, "two_lines_kept": _two_lines_kept, "quoted_rows_kept": _quoted_rows_kept, "symlink_kept": _symlink_kept, "umask_followed": _umask_followed,
           "one_output_line": _one_output_line, "three_output_lines": _three_output_lines,
           "two_records_one_replaced": _two_records_one_replaced, "csv_escaped": _csv_escaped,
           "jsonl_exact": _jsonl_exact, "closed_pipe": _closed_pipe}

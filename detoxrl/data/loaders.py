@@ -122,21 +122,26 @@ def _delimiter(path: str) -> str:
 _QUOTED_CELL = re.compile(r'^"(?:[^"]|"")*"$')
 
 
+def tsv_quoting(lines: Iterable[str], width: int) -> int:
+    """``csv.QUOTE_NONE`` for TSV ``lines`` that use no CSV quoting (every line holds ``width`` cells and no cell is
+    wrapped in quotes), so a text that merely starts with ``"`` stays one row; else ``csv.QUOTE_MINIMAL`` (quoted
+    cells may hold tabs, newlines and doubled quotes, as in ParaDetox's files)."""
+    for line in lines:
+        cells = line.rstrip("\r\n").split("\t")
+        if line.strip() and (len(cells) != width or any(_QUOTED_CELL.match(c) for c in cells)):
+            return csv.QUOTE_MINIMAL
+    return csv.QUOTE_NONE
+
+
 def _quoting(path: str, width: int) -> int:
-    """``csv.QUOTE_NONE`` for a TSV that uses no CSV quoting (every line holds ``width`` cells and no cell is wrapped
-    in quotes), so a text that merely starts with ``"`` stays one row; else ``csv.QUOTE_MINIMAL`` (quoted cells may
-    hold tabs, newlines and doubled quotes, as in ParaDetox's files)."""
+    """``tsv_quoting`` of a dataset file (CSV files keep CSV quoting)."""
     if _delimiter(path) != "\t":
         return csv.QUOTE_MINIMAL
     with _open_text(path) as fh:
         try:
-            for line in fh:
-                cells = line.rstrip("\r\n").split("\t")
-                if line.strip() and (len(cells) != width or any(_QUOTED_CELL.match(c) for c in cells)):
-                    return csv.QUOTE_MINIMAL
+            return tsv_quoting(fh, width)
         except UnicodeDecodeError:
             return csv.QUOTE_MINIMAL  # reported with its line by the reader
-    return csv.QUOTE_NONE
 
 
 def _read_table(path: str, skips: _Skips) -> tuple[list[str], Iterator[Row]]:
