@@ -33,6 +33,11 @@ Safety:
   one is stored and the others get 409;
 * request bodies are bounded (``max_body_bytes``, checked from ``Content-Length`` before reading)
   and texts are bounded (``max_chars``); POSTs must be ``application/json``;
+* a bad request is a 4xx with a JSON ``{"error"}``, never a 500 (malformed, deeply nested or
+  surrogate-holding JSON, an odd or repeated ``Content-Length``: 400; too large: 413, after which up
+  to ``linger_bytes`` of the body are read and dropped so the client sees it; a body that stalls
+  longer than ``ReviewServer.read_timeout``: 408 and one warning line); a client that hangs up is a
+  debug line, never a traceback;
 * the page inserts every user or model text with ``textContent``, never as HTML, and a strict
   Content-Security-Policy (per-response nonce, no inline handlers, no other origins) backs that up.
 """
@@ -228,7 +233,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
     def _json(self, status: HTTPStatus, payload: dict) -> None:
         try:
             body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate in some text: \\u escapes keep the JSON valid
+        except UnicodeEncodeError:  # a lone surrogate in some text: ASCII escapes keep the JSON valid
             body = json.dumps(payload).encode("ascii")
         self._send(status, body, "application/json; charset=utf-8")
 
@@ -297,7 +302,8 @@ class ReviewHandler(BaseHTTPRequestHandler):
         try:
             payload = json.loads(raw.decode("utf-8"))
         except RecursionError:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "the request body is not valid JSON here: nested too deeply") from None
+            raise ApiError(HTTPStatus.BAD_REQUEST,
+                           "the request body is not valid JSON here: nested too deeply") from None
         except (UnicodeDecodeError, ValueError):  # JSONDecodeError, and an integer of more than 4300 digits
             raise ApiError(HTTPStatus.BAD_REQUEST, "the request body is not valid JSON") from None
         if not isinstance(payload, dict):

@@ -6,7 +6,11 @@ Each record is ``id, created_at, model_version, input, output, verdict, correcti
 * ``correction`` is the reviewer's own rewrite (optional, and only with ``reject``: a correction
   rejects the model's output and gives the text it should have been; it must differ from it);
 * ``model_version`` is the version of the model that produced ``output``
-  (``feedback.versions.model_version``), so training knows what each record was collected on.
+  (``feedback.versions.model_version``), so training knows what each record was collected on;
+* ``created_at`` is an ISO 8601 timestamp in UTC (``2025-11-25T17:30:00.123Z``): a given one is
+  checked (``datetime.fromisoformat``) and rewritten in UTC; texts must be Unicode (no lone surrogate).
+
+``validate`` checks a record's types and values before any write (``RecordError`` names the field).
 
 A second table, ``trainings``, lists the model versions ``detox-feedback train`` made and which
 records went into each.

@@ -12,6 +12,7 @@ the JSON ``error``, that nothing was stored, and that neither the log nor stderr
 from __future__ import annotations
 
 import csv
+import http.client
 import json
 import logging
 import os
@@ -113,7 +114,8 @@ FB_CASES = {
     # ---- --store paths that cannot be made: one line, not FileNotFoundError / PermissionError / a hang
     "store-folder-cannot-be-made": _add_one("/proc/detoxrl-no-such-folder/fb.db",
                                             err="feedback store '/proc/detoxrl-no-such-folder/fb.db': cannot create "
-                                                "its folder '/proc/detoxrl-no-such-folder' (No such file or directory)"),
+                                                "its folder '/proc/detoxrl-no-such-folder' (No such file or "
+                                                "directory)"),
     "store-folder-not-permitted": _add_one("/sys/detoxrl-no-such-folder/fb.db",
                                            err="feedback store '/sys/detoxrl-no-such-folder/fb.db': cannot create its "
                                                "folder '/sys/detoxrl-no-such-folder' ("),
@@ -143,9 +145,10 @@ FB_CASES = {
     "http-text-lone-surrogate": Case("http", ["surrogate_text"], rc=400, err="'text' holds a lone surrogate"),
     "http-correction-lone-surrogate": Case("http", ["surrogate_correction"], rc=400,
                                            err="'correction' holds a lone surrogate"),
-    "http-body-over-the-limit-sent-anyway": Case("http", ["big_body"], rc=413, err="the limit is 16384"),
+    "http-body-over-the-limit-client-sees-413": Case("http", ["big_body"], rc=413, err="the limit is 16384"),
     "http-client-hangs-up-during-the-rewrite": Case("http", ["hang_up_after_request"], rc=0),
     "http-client-hangs-up-mid-body": Case("http", ["hang_up_mid_body"], rc=0),
+    "http-client-hangs-up-mid-headers": Case("http", ["hang_up_mid_headers"], rc=0),
 }
 
 
@@ -260,14 +263,25 @@ def run_http_raw(what: str, tmp_path) -> tuple[int, dict | None, int, float]:
             raw = json.dumps({"rewrite_id": rw["rewrite_id"], "verdict": "reject",
                               "correction": "please \ud800 stop"}).encode()
             status, body = _exchange(port, _request(port, "/api/feedback", raw) + raw)
-        elif what == "big_body":  # 10 MB sent whatever the Content-Length says: the client still gets its 413
-            raw = b'{"text": "' + b"a" * 10_000_000 + b'"}'
-            status, body = _exchange(port, _request(port, "/api/rewrite", raw) + raw)
+        elif what == "big_body":  # http.client sends all 10 MB before it reads: it must get the 413, not a reset
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+            try:
+                conn.request("POST", "/api/rewrite", b'{"text": "' + b"a" * 10_000_000 + b'"}',
+                             {"Content-Type": "application/json"})
+                res = conn.getresponse()
+                status, body = res.status, json.loads(res.read())
+            except OSError as exc:  # BrokenPipeError / ConnectionResetError while sending
+                status, body = -1, {"error": repr(exc)}
+            finally:
+                conn.close()
         elif what == "hang_up_after_request":  # the model is still writing when the client resets
             raw = b'{"text": "slow"}'
             status, body = _exchange(port, _request(port, "/api/rewrite", raw) + raw, hang_up_after=0.1)
         elif what == "hang_up_mid_body":
-            status, body = _exchange(port, _request(port, "/api/rewrite", b"", b"100") + b'{"text": "y', hang_up_after=0.1)
+            status, body = _exchange(port, _request(port, "/api/rewrite", b"", b"100") + b'{"text": "y',
+                                     hang_up_after=0.1)
+        elif what == "hang_up_mid_headers":  # the request line, half a header, then a reset
+            status, body = _exchange(port, b"POST /api/rewrite HTTP/1.1\r\nHost: 127.0", hang_up_after=0.1)
         else:
             raise AssertionError(what)
         seconds = time.monotonic() - start
@@ -286,7 +300,7 @@ def run_http_raw(what: str, tmp_path) -> tuple[int, dict | None, int, float]:
 
 
 @pytest.mark.parametrize("name", list(FB_CASES))
-def test_bad_feedback_input(name, fb_paths, tmp_path, capsys, caplog):
+def test_bad_feedback_input(name, fb_paths, tmp_path, capsys, caplog, monkeypatch):
     case = FB_CASES[name]
     if any(a.startswith(("/proc/", "/sys/")) for a in case.argv) and sys.platform != "linux":
         pytest.skip("needs Linux's /proc and /sys")

@@ -300,17 +300,20 @@ def test_feedback_serve_decodes_best_of_n_and_says_so(run, tmp_path, toy_data, m
                    "lexicons: [ldnoobw]\n")
     apps = []
 
-    class Server:
+    class Server:  # bound before the model loads; its app is set once the model is there
+        app = None
+
         def url(self):
             return "http://127.0.0.1:1/"
 
         def serve_forever(self):
+            apps.append(self.app)
             raise KeyboardInterrupt
 
         def server_close(self):
             pass
 
-    monkeypatch.setattr(server, "make_server", lambda app, host, port: apps.append(app) or Server())
+    monkeypatch.setattr(server, "bind", lambda host, port, token=None: Server())
     assert feedback_main(["serve", "--model", run, "--store", str(tmp_path / "fb.db"), "--best_of", "3",
                           "--temperature", "0.9", "--rerank_config", str(cfg), "--max_new_tokens", "3"]) == 0
     (app,) = apps
