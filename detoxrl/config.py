@@ -44,7 +44,7 @@ from detoxrl.errors import ConfigError, UserError
 from detoxrl.validate import check_config, load_yaml, locate_decode_error
 
 
-def _to_argv(key: str, value: Any) -> list[str]:
+def field_argv(key: str, value: Any) -> list[str]:
     """Render one YAML ``key: value`` as the CLI tokens argparse would receive."""
     if isinstance(value, bool):
         return [f"--{key}", "true" if value else "false"]
@@ -160,7 +160,7 @@ class DetoxParser(TrlParser):
                 self.set_defaults(**{key: value})
                 continue
             try:
-                argv += _to_argv(key, value)
+                argv += field_argv(key, value)
             except ConfigError as exc:
                 raise ConfigError(f"{self.prog}: {source}: {exc}") from None
         return argv

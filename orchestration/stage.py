@@ -262,11 +262,11 @@ def one_line(exc: BaseException) -> str:
 def to_argv(overrides: dict | None) -> list[str]:
     """``{field: value}`` (nested mappings as dotted names) -> CLI tokens, rendered as ``DetoxParser`` reads YAML
     (``null`` as ``--field null``, which unsets a field that may be unset)."""
-    from detoxrl.config import _to_argv
+    from detoxrl.config import field_argv
 
     argv: list[str] = []
     for key, value in dotted(overrides or {}).items():
-        argv += [f"--{key}", "null"] if value is None else _to_argv(key, value)
+        argv += [f"--{key}", "null"] if value is None else field_argv(key, value)
     return argv
 
 

@@ -42,7 +42,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 
-from detoxrl.config import DetoxParser, _to_argv, run_cli, save_resolved_config
+from detoxrl.config import DetoxParser, field_argv, run_cli, save_resolved_config
 from detoxrl.data import DataConfig, Pair, group_references, load_detox_data, write_instruction_json
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings
@@ -199,7 +199,7 @@ class RFTTrainer:
         for f in fields(VocabConfig):
             value = getattr(self.vocab, f.name)
             if value is not None and value != []:
-                vocab += _to_argv(f.name, value)
+                vocab += field_argv(f.name, value)
         prompt = []
         for k, v in asdict(self.start_run.prompt_config()).items():
             prompt += [f"--{k}", str(v)]
