@@ -8,16 +8,16 @@ shadows' values never reach PPO). It needs a feature critic (``value_features le
 critic's features, buffer length and ridge, with its own ``value_units`` and ``value_shrink`` (``SHADOWS``), and is
 fitted on its own GAE returns: GAE is linear in the values, so with the live values ``V``, returns ``R`` and a
 shadow's values ``V'`` its returns are ``R' = R + returns(GAE(rewards 0, values V' - V))``. One row per step:
-``{"step", "live", "<shadow>": explained variance, ...}``, appended (a resumed run's shadows start empty). The shadow equal to the live setting must repeat
-``live`` exactly: a check on the wrapper. Shadow fits cost milliseconds a step (no extra model pass).
-Written by hand: it wraps ``FeatureCritic`` in place, which no hook of the trainer offers.
+``{"step", "live", "<shadow>": explained variance, ...}``, appended (a resumed run's shadows start empty). The shadow
+equal to the live setting must repeat ``live`` exactly: a check on the wiring. Shadow fits cost milliseconds a step
+(no extra model pass). The shadows ride on the trainer's hooks (``rl/callbacks.py``): ``on_rollout`` keeps the
+step's normalised scores, ``on_critic_update`` sees the live critic's input, values and returns.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import runpy
 import sys
 
 import torch
@@ -25,77 +25,66 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from rl.callbacks import PPOCallback  # noqa: E402  (after the path)
+
 SHADOWS = {"raw_s0.5": ("raw", 0.5), "raw_s0.25": ("raw", 0.25), "rollout_s0.25": ("rollout", 0.25),
            "rollout_s0.5": ("rollout", 0.5), "rollout_s1": ("rollout", 1.0)}
 
 
-def main(out_path: str, ppo_argv: list[str]) -> None:
-    import rl.feature_critic as fc
-    from rl.core import explained_variance, gae
+class ShadowCritics(PPOCallback):
+    """Fits the ``SHADOWS`` beside the live feature critic and appends one row per step to ``out_path``."""
 
-    live_update, live_features = fc.FeatureCritic.update, fc.FeatureCritic.features
-    shadows: dict[int, dict[str, fc.FeatureCritic]] = {}  # live critic id -> its shadows
-    last_score: dict[int, torch.Tensor] = {}
-    gamma_lam: dict[str, float] = {}
-    steps: dict[int, int] = {}
+    def __init__(self, out_path: str):
+        self.out_path, self.shadows, self.score, self.steps = out_path, None, None, 0
 
-    def shadows_of(live: fc.FeatureCritic) -> dict[str, fc.FeatureCritic]:
-        if id(live) not in shadows:
-            shadows[id(live)] = {name: fc.FeatureCritic(live.kind, live.tokenizer, live.lexicon, live.replay.steps,
-                                                        live.replay.ridge, shrink, live.group,
-                                                        live.max_length_ratio, units)
-                                 for name, (units, shrink) in SHADOWS.items()}
-        return shadows[id(live)]
+    def on_rollout(self, trainer, rollout, breakdown, raw, score):
+        self.score = score.detach().cpu()  # the scores the live critic's sibling feature was built from
 
-    def is_shadow(critic) -> bool:
-        return any(critic is s for group in shadows.values() for s in group.values())
+    def _make(self, live):
+        from rl.feature_critic import FeatureCritic
 
-    def features(self, sources, response, mask, score):
-        if not is_shadow(self):
-            last_score[id(self)] = score.detach().cpu()
-        return live_features(self, sources, response, mask, score)
+        return {name: FeatureCritic(live.kind, live.tokenizer, live.lexicon, live.replay.steps, live.replay.ridge,
+                                    shrink, live.group, live.max_length_ratio, units)
+                for name, (units, shrink) in SHADOWS.items()}
 
-    def shadow_input(shadow, live, inp, mask):
+    def _shadow_input(self, shadow, live, inp, mask):
         """The live input in the shadow's units: only the sibling's score (the last column) depends on them."""
-        centre, scale = fc.rollout_units(last_score[id(live)]) if shadow.units == "rollout" else (0.0, 1.0)
+        from rl.feature_critic import CriticInput, rollout_units
+
+        centre, scale = rollout_units(self.score) if shadow.units == "rollout" else (0.0, 1.0)
         x = inp.x.clone()
         if live.kind == "lexicon+sibling":
             x[..., -1] = ((inp.x[..., -1] * inp.scale + inp.centre) - centre) / scale * mask.double()
-        return fc.CriticInput(x, centre, scale)
+        return CriticInput(x, centre, scale)
 
-    def update(self, inp, returns, mask, reduce=None):
-        if is_shadow(self):
-            return live_update(self, inp, returns, mask, reduce)
+    def on_critic_update(self, trainer, critic_input, values, returns, mask):
+        from rl.core import explained_variance, gae
+
+        live, a = trainer.feature_critic, trainer.args
+        self.shadows = self.shadows or self._make(live)
         m = mask.cpu().float()
-        V, R = self.values(inp, mask).cpu(), returns.detach().cpu().float()  # the values GAE ran on
-        steps[id(self)] = steps.get(id(self), 0) + 1
-        row = {"step": steps[id(self)], "live": explained_variance(V, R, m)}
-        for name, shadow in shadows_of(self).items():
-            sinp = shadow_input(shadow, self, inp, m)
-            V2 = shadow.values(sinp, m).cpu()
-            R2 = R + gae(torch.zeros_like(V2), V2 - V, m, gamma_lam["gamma"], gamma_lam["lam"])[1]
+        V, R = values.cpu(), returns.detach().cpu().float()  # the values GAE ran on
+        self.steps += 1
+        row = {"step": self.steps, "live": explained_variance(V, R, m)}
+        for name, shadow in self.shadows.items():
+            inp = self._shadow_input(shadow, live, critic_input, m)
+            V2 = shadow.values(inp, m).cpu()
+            R2 = R + gae(torch.zeros_like(V2), V2 - V, m, a.gamma, a.lam)[1]
             row[name] = explained_variance(V2, R2, m)
-            live_update(shadow, sinp, R2, m, None)
-        with open(out_path, "a") as f:
+            shadow.update(inp, R2, m, None)
+        with open(self.out_path, "a") as f:
             f.write(json.dumps(row) + "\n")
-        return live_update(self, inp, returns, mask, reduce)
 
-    import rl.config as cfg
 
-    post_init = cfg.DetoxPPOConfig.__post_init__
+def main(out_path: str, ppo_argv: list[str]) -> int:
+    from detoxrl.config import run_cli
+    from rl.ppo import run
 
-    def read_gae(self):
-        post_init(self)
-        gamma_lam.update(gamma=self.gamma, lam=self.lam)
-
-    cfg.DetoxPPOConfig.__post_init__ = read_gae
-    fc.FeatureCritic.features, fc.FeatureCritic.update = features, update
-    sys.argv = ["rl/ppo.py", *ppo_argv]
-    runpy.run_path(os.path.join(ROOT, "rl", "ppo.py"), run_name="__main__")
+    return run_cli(lambda argv: run(argv, callbacks=[ShadowCritics(out_path)]), ppo_argv)
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 3 or not sys.argv[1].endswith(".jsonl"):
         sys.exit("usage: python bench/critic_shadows.py <out.jsonl> <rl/ppo.py arguments>")
     os.makedirs(os.path.dirname(os.path.abspath(sys.argv[1])), exist_ok=True)
-    main(sys.argv[1], sys.argv[2:])
+    sys.exit(main(sys.argv[1], sys.argv[2:]))

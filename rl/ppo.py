@@ -97,14 +97,25 @@ def wants_rft(args: list[str]) -> bool:
     return False
 
 
-def run(args=None) -> dict:
+def run(args=None, callbacks=None) -> dict:
+    """The stage from a command line (``args``; default ``sys.argv``); ``callbacks``: ``rl.callbacks.PPOCallback``
+    instances for ``algorithm: ppo``."""
     args = list(sys.argv[1:] if args is None else args)
     if wants_rft(args):
         from rl.rft import run as run_rft
 
+        if callbacks:
+            from detoxrl.errors import UserError
+
+            raise UserError("callbacks are hooks of algorithm ppo's trainer; algorithm rft has none")
         return run_rft(args)
     setup_logging()
     data_cfg, vocab_cfg, model_cfg, reward_cfg, ppo_args = parse(args)
+    if callbacks and ppo_args.algorithm != "ppo":
+        from detoxrl.errors import UserError
+
+        raise UserError(f"callbacks are hooks of algorithm ppo's trainer; algorithm {ppo_args.algorithm} runs TRL's, "
+                        "which takes transformers' TrainerCallback")
     from transformers import set_seed
 
     set_seed(ppo_args.seed)  # before the adapter and value head are initialised
@@ -148,7 +159,8 @@ def run(args=None) -> dict:
     from rl.save import full_module, save_ppo_result
     from rl.trainer import DetoxPPOTrainer
 
-    trainer = DetoxPPOTrainer(ppo_args, policy, reward, prompts, evaluator=evaluator, lexicon=lexicon)
+    trainer = DetoxPPOTrainer(ppo_args, policy, reward, prompts, evaluator=evaluator, lexicon=lexicon,
+                              callbacks=callbacks)
     summary = trainer.train(resume_from=resume)
     minutes = (time.perf_counter() - start) / 60
     summary["train_minutes"] = round(minutes, 2)

@@ -26,6 +26,8 @@ Python reward. It uses TRL's ``selective_log_softmax``/``entropy_from_logits`` (
    (``rl/feature_critic.py``), the head is frozen and there is no value loss;
 6. update the KL coefficient, log, checkpoint every ``save_steps`` (``rl/checkpoint.py``).
 
+``callbacks`` (``rl/callbacks.py``) hook into the rollout, the feature critic's refit and the end of each step.
+
 Generation, the reference pass and the dev evaluation (main process only) run on the full parameters under
 ZeRO-3/FSDP (``detoxrl/distributed.py``).
 
@@ -47,6 +49,7 @@ from detoxrl.errors import UserError
 from detoxrl.metrics import is_copy
 from rewards.composite import CompositeReward
 from rl import checkpoint as ckpt
+from rl.callbacks import call
 from detoxrl import distributed as dist
 from rl.config import DetoxPPOConfig
 from rl.core import (AdaptiveKLController, FixedKLController, RunningMoments, check_finite, explained_variance, gae,
@@ -74,13 +77,14 @@ class TrainerState:
 
 class DetoxPPOTrainer:
     def __init__(self, args: DetoxPPOConfig, policy: Policy, reward: CompositeReward, prompts: list[str],
-                 accelerator=None, evaluator=None, lexicon=None):
+                 accelerator=None, evaluator=None, lexicon=None, callbacks=None):
         from accelerate import Accelerator
         from transformers import get_scheduler
 
         if not prompts:
             raise UserError("no training prompts left (check the dataset and max_prompt_length)")
         self.args, self.policy, self.reward, self.prompts, self.evaluator = args, policy, reward, prompts, evaluator
+        self.callbacks, self.should_stop = list(callbacks or []), False  # rl/callbacks.py
         self.accelerator = accelerator or Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps, cpu=args.use_cpu,
             log_with=_trackers(args.report_to), project_dir=args.output_dir)
@@ -167,6 +171,7 @@ class DetoxPPOTrainer:
                  "rollout/copy_rate": sum(map(is_copy, ro.sources, ro.texts)) / len(ro.texts),
                  "time/generate_s": t1 - t0, "time/reward_s": time.perf_counter() - t1}
         self._last_samples = (ro, breakdown, raw)
+        call(self.callbacks, "on_rollout", self, ro, breakdown, raw, score)
         return ro, score.to(ro.response.device), stats
 
     def length_caps(self, sources: list[str]) -> torch.Tensor:
@@ -266,6 +271,7 @@ class DetoxPPOTrainer:
         if self.head_replay:
             stats.update(self.refit_value_head(old, returns, mask))
         elif not head:
+            call(self.callbacks, "on_critic_update", self, critic_x, critic_values, returns, mask)
             fit = self.feature_critic.update(critic_x, returns, mask, self._sum_moments)
             stats.update({f"ppo/{k}": v for k, v in fit.items()})
         seq_kl = float((kl.sum(1)).mean())
@@ -313,8 +319,9 @@ class DetoxPPOTrainer:
         bar = tqdm(total=a.max_steps, initial=self.state.step, desc="ppo", unit="step",
                    disable=not main or a.disable_tqdm)
         try:
-            while self.state.step < a.max_steps:
+            while self.state.step < a.max_steps and not self.should_stop:
                 stats = self.step()
+                call(self.callbacks, "on_step_end", self, stats)
                 self.state.log_history.append({"step": self.state.step, **stats})
                 if self.state.step % max(int(a.logging_steps), 1) == 0:
                     self.accelerator.log(stats, step=self.state.step)
