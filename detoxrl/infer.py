@@ -49,7 +49,7 @@ from detoxrl.devices import check_device, resolve_device, set_torch_threads
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings, generate_rewrites
 from detoxrl.rerank import Reranked, Scorer, best_of_n, load_reranker
-from detoxrl.io import atomic_write_text
+from detoxrl.io import atomic_write_text, through_link
 from detoxrl.log import setup_logging
 from detoxrl.runcard import has_card
 from detoxrl.models.loading import check_model_config
@@ -330,7 +330,7 @@ def write_as_done(path: str, outputs: Iterable[str], resume_hint: str) -> int:
     """Write ``outputs`` to ``path`` one line at a time through ``<path>.partial``, renamed to ``path`` when all are
     written; returns the count. Interrupted (Ctrl-C) or failing (a full disk), the lines written so far stay in
     ``<path>.partial`` and the error says so; ``resume_hint`` says how to do the rest."""
-    path = os.path.realpath(path) if os.path.islink(path) else path
+    path = through_link(path)
     partial, done = path + ".partial", 0
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
@@ -345,7 +345,8 @@ def write_as_done(path: str, outputs: Iterable[str], resume_hint: str) -> int:
                                 f"{resume_hint.format(next=done + 1)}") from None
     except OSError as exc:
         raise UserError(f"--output '{path}': writing failed after {done} lines ({exc.strerror}); those lines are in "
-                        f"'{partial}'; free space or pick another path, then {resume_hint.format(next=done + 1)}") from None
+                        f"'{partial}'; free space or pick another path, then {resume_hint.format(next=done + 1)}"
+                        ) from None
     os.replace(partial, path)
     return done
 

@@ -20,14 +20,14 @@ def _umask() -> int:
     return mask
 
 
-def _through_link(path: str) -> str:
+def through_link(path: str) -> str:
     """The file a symlink points at (so writing replaces the target, not the link); other paths as they are."""
     return os.path.realpath(path) if os.path.islink(path) else path
 
 
 def atomic_write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = _through_link(path)
+    path = through_link(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
@@ -54,7 +54,7 @@ def atomic_directory(path: str):
     If ``path`` already exists it is replaced only after the new folder is complete. On an
     exception the temp folder is removed and ``path`` is left as it was.
     """
-    path = _through_link(path)
+    path = through_link(path)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)

@@ -34,6 +34,12 @@ ENCODING_HELP = ("What a byte that is not UTF-8 does: strict (stop with the file
 # ---------------------------------------------------------------------------------------- config values
 
 
+def json_kind(value) -> str:
+    """How a JSON value reads in a message: 'a number', 'a list', 'null', ..."""
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), "null" if value is None else type(value).__name__)
+
+
 def check_finite(cfg) -> None:
     """Every float field of the dataclass ``cfg`` is a finite number (``nan``/``inf`` parse as floats)."""
     for f in dataclasses.fields(cfg):

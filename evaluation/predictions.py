@@ -19,7 +19,7 @@ import os
 from detoxrl.data import norm_key
 from detoxrl.data.loaders import tsv_quoting
 from detoxrl.errors import UserError
-from detoxrl.validate import read_lines
+from detoxrl.validate import json_kind, read_lines
 
 SOURCE_KEYS = ("source", "input", "inputs", "toxic")
 OUTPUT_KEYS = ("output", "prediction", "outputs", "neutral")
@@ -58,8 +58,7 @@ def _check(rows: list[tuple[int, dict]], skey: str, okey: str, path: str) -> Non
             value = row.get(key)
             if isinstance(value, str):
                 continue
-            what = (f"no '{key}'" if key not in row else f"'{key}' is null" if value is None
-                    else f"'{key}' is a {'number' if isinstance(value, (int, float)) else type(value).__name__}")
+            what = f"no '{key}'" if key not in row else f"'{key}' is {json_kind(value)}"
             raise UserError(f"{path}:{line}: {what}; every row needs its {key} as text (\"\" for an empty "
                             "rewrite)")
 

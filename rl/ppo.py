@@ -28,6 +28,7 @@ import time
 
 from detoxrl.config import DetoxParser, config_value, prog_name, run_cli, save_resolved_config
 from detoxrl.data import DataConfig, group_references, load_detox_data
+from detoxrl.errors import UserError
 from detoxrl.hub_push import claim_push, push_run
 from detoxrl.log import setup_logging
 from detoxrl.resume import resolve_resume
@@ -67,7 +68,6 @@ def training_sources(pairs, formatter, max_prompt_length: int) -> list[str]:
 def check_start_model(model_cfg) -> None:
     """The policy's start (by default the SFT run ``outputs/sft/default``) exists, or one line that names the
     command to run first, before any data or model loads."""
-    from detoxrl.errors import UserError
     from detoxrl.models.embedded import ALIASES
     from detoxrl.models.refs import looks_like_hub_id
     from detoxrl.paths import resolve_path
@@ -105,15 +105,11 @@ def run(args=None, callbacks=None) -> dict:
         from rl.rft import run as run_rft
 
         if callbacks:
-            from detoxrl.errors import UserError
-
             raise UserError("callbacks are hooks of algorithm ppo's trainer; algorithm rft has none")
         return run_rft(args)
     setup_logging()
     data_cfg, vocab_cfg, model_cfg, reward_cfg, ppo_args = parse(args)
     if callbacks and ppo_args.algorithm != "ppo":
-        from detoxrl.errors import UserError
-
         raise UserError(f"callbacks are hooks of algorithm ppo's trainer; algorithm {ppo_args.algorithm} runs TRL's, "
                         "which takes transformers' TrainerCallback")
     from transformers import set_seed

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from detoxrl.data.clean import norm_key
 from detoxrl.data.config import DataConfig
-from detoxrl.validate import locate_decode_error
+from detoxrl.validate import json_kind, locate_decode_error
 from detoxrl.errors import UserError
 from detoxrl.hub import hub_reachable, offline_env
 from detoxrl.io import atomic_write_text
@@ -74,12 +74,6 @@ class _Skips:
             seen = f"{rows} read, {self.count} skipped" + (": see the warnings above" if self.count else "")
             raise UserError(f"{self.where}: no usable rows ({seen}); check the file's layout and dataset_format")
         return pairs
-
-
-def _kind(value) -> str:
-    """How a JSON value reads in a message: 'a number', 'a list', ..."""
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
-    return names.get(type(value), "null" if value is None else type(value).__name__)
 
 
 def _text(value) -> str:
@@ -317,8 +311,8 @@ def _json_records(path: str) -> Iterator[Row]:
         _require(data, ("inputs", "outputs"), path, "instruction JSON: instructions, inputs, outputs")
         for key in ("instructions", "outputs"):
             if key in data and not isinstance(data[key], list):
-                raise UserError(f"{path}: 'inputs' is a list but '{key}' is {_kind(data[key])}; with parallel lists "
-                                "every key holds a list of the same length")
+                raise UserError(f"{path}: 'inputs' is a list but '{key}' is {json_kind(data[key])}; with parallel "
+                                "lists every key holds a list of the same length")
         if len(data["inputs"]) != len(data["outputs"]):
             raise UserError(f"{path}: 'inputs' has {len(data['inputs'])} items but 'outputs' has "
                             f"{len(data['outputs'])}; they must be parallel lists")
@@ -349,7 +343,7 @@ def read_instruction_json(path: str, lang: str | None = None) -> list[Pair]:
             continue
         split = record.get("split")
         if split is not None and not isinstance(split, str):
-            raise UserError(f"{origin}: 'split' is {json.dumps(split)} ({_kind(split)}); use \"train\" or \"dev\" "
+            raise UserError(f"{origin}: 'split' is {json.dumps(split)} ({json_kind(split)}); use \"train\" or \"dev\" "
                             "(or leave it out)")
         split = _text(split)
         if split not in PIN_SPLITS:
