@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.nested:
         return nested(a, extra)
     from evaluation.evaluate import main as detox_eval
+    from evaluation.report import read_report
 
     out = a.output_dir or tempfile.mkdtemp(prefix="bench-best-of-")
     systems = [f"greedy={a.model}"] + [f"best{n}={a.model}@best_of={n}" for n in a.best_of]
@@ -69,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     code = detox_eval(args)
     if code:
         return code
-    with open(os.path.join(out, "eval.json"), encoding="utf-8") as fh:
-        report = json.load(fh)
+    report = read_report(out)
     n = report["test_set"]["sentences"]
     print(f"\nbest-of-n on {n} dev sentences ({report['test_set']['source']}), model {a.model}")
     print(HEADER)

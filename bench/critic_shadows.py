@@ -60,7 +60,7 @@ class ShadowCritics(PPOCallback):
     def on_critic_update(self, trainer, critic_input, values, returns, mask):
         from rl.core import explained_variance, gae
 
-        live, a = trainer.feature_critic, trainer.args
+        live, a = trainer.critic.fit, trainer.args
         self.shadows = self.shadows or self._make(live)
         m = mask.cpu().float()
         V, R = values.cpu(), returns.detach().cpu().float()  # the values GAE ran on

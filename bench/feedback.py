@@ -12,7 +12,7 @@ What it does, exactly:
    reference as the reviewer's "correction"; ``--control`` other dev sentences, with all their
    references, check that the rest of the model's behaviour does not collapse.
 2. Before: the current model (``--model``, an SFT run folder) rewrites the inputs (greedy, its
-   card's decoding settings, ``detoxrl.infer.Detoxifier``).
+   card's decoding settings, ``evaluation.infer.Detoxifier``).
 3. A fresh feedback store gets one record per item, as a reviewer would leave it: ``accept`` when
    the rewrite already equals the correction after normalisation (``detoxrl.metrics.is_copy``'s
    ``norm_key``: lowercase, punctuation dropped), else ``reject`` with the correction.
@@ -65,7 +65,7 @@ def items(sft_config: str, n: int, control: int, seed: int):
 
 
 def rewrite(model: str, texts: list[str]) -> tuple[list[str], float]:
-    from detoxrl.infer import Detoxifier
+    from evaluation.infer import Detoxifier
 
     det = Detoxifier.from_pretrained(model, device="cpu")
     start = time.perf_counter()

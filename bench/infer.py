@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.dirname(_HERE))
 from detoxrl.config import DetoxParser, run_cli  # noqa: E402
 from detoxrl.data import DataConfig, group_references, load_detox_data  # noqa: E402
 from detoxrl.devices import set_torch_threads  # noqa: E402
-from detoxrl.infer import Detoxifier, read_lines, write_lines  # noqa: E402
+from detoxrl.validate import read_lines  # noqa: E402
+from evaluation.infer import Detoxifier, write_lines  # noqa: E402
 from detoxrl.log import setup_logging  # noqa: E402
 from detoxrl.runcard import has_card  # noqa: E402
 from detoxrl.paths import resolve_path  # noqa: E402

@@ -43,32 +43,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def setup(model: str, batch: int, steps: int, extra: list[str]):
-    from detoxrl.data import load_detox_data
-    from rewards.composite import CompositeReward
-    from rl.policy import load_policy
-    from rl.ppo import parse, training_sources
-    from transformers import set_seed
-
-    data_cfg, vocab_cfg, model_cfg, reward_cfg, args = parse([
-        "--config", os.path.join(ROOT, "configs/rl/value_head.yaml"), "--model_name_or_path", model,
-        "--report_to", "none", "--rollout_batch_size", str(batch), "--max_steps", str(steps), "--ppo_epochs", "1",
-        "--save_steps", str(10 * steps + 10), "--eval_samples", "0", "--sample_every", "0", "--disable_tqdm", "true",
-        "--gradient_checkpointing", "false", "--output_dir", tempfile.mkdtemp(), *extra])
-    set_seed(args.seed)
-    policy = load_policy(model_cfg)
-    prompts = training_sources(load_detox_data(data_cfg).train, policy.formatter, args.max_prompt_length)
-    return args, policy, CompositeReward(reward_cfg, vocab_cfg), prompts
+def argv(model: str, batch: int, steps: int, extra: list[str]) -> list[str]:
+    """``rl/ppo.py``'s command line for one side: configs/rl/value_head.yaml with the benchmark's settings."""
+    return ["--config", os.path.join(ROOT, "configs/rl/value_head.yaml"), "--model_name_or_path", model,
+            "--report_to", "none", "--rollout_batch_size", str(batch), "--max_steps", str(steps), "--ppo_epochs", "1",
+            "--save_steps", str(10 * steps + 10), "--eval_samples", "0", "--sample_every", "0", "--disable_tqdm",
+            "true", "--gradient_checkpointing", "false", "--output_dir", tempfile.mkdtemp(), *extra]
 
 
 def bench_ppo(model, batch, warmup, steps, extra, group: int = 1) -> dict:
-    from rl.trainer import DetoxPPOTrainer
+    """Our PPO through ``rl.build.build_ppo``; ``group > 1``: GRPO's prompt structure (``batch / group`` sources,
+    each answered ``group`` times: ``samples_per_prompt``)."""
+    from rl.build import build_ppo
+    from rl.ppo import parse
 
-    args, policy, reward, prompts = setup(model, batch, warmup + steps, extra)
-    trainer = DetoxPPOTrainer(args, policy, reward, prompts)
-    if group > 1:  # GRPO's prompt structure: batch/group prompts, each answered group times
-        draw = trainer.sample_sources
-        trainer.sample_sources = lambda: [s for s in draw()[: batch // group] for _ in range(group)]
+    trainer = build_ppo(*parse(argv(model, batch, warmup + steps, ["--samples_per_prompt", str(group), *extra])))
     times, parts = [], {}
     for i in range(warmup + steps):
         stats = trainer.step()
@@ -85,11 +74,14 @@ def bench_ppo(model, batch, warmup, steps, extra, group: int = 1) -> dict:
 def bench_grpo(model, batch, generations, warmup, steps, extra) -> dict:
     from transformers import TrainerCallback
 
+    from rl.build import PPOConfigs, build_parts
+    from rl.ppo import parse
     from rl.trl_algos import build_trl_trainer
 
-    args, policy, reward, prompts = setup(model, batch, warmup + steps,
-                                          ["--algorithm", "grpo", "--num_generations", str(generations), *extra])
-    trainer = build_trl_trainer(args, policy, reward, prompts)
+    configs = PPOConfigs(*parse(argv(model, batch, warmup + steps,
+                                     ["--algorithm", "grpo", "--num_generations", str(generations), *extra])))
+    p = build_parts(configs)
+    trainer = build_trl_trainer(configs.args, p.policy, p.reward, p.prompts)
     stamps = []
 
     class Clock(TrainerCallback):

@@ -20,7 +20,6 @@ otherwise idle machine: the comparison is by wall time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -46,37 +45,21 @@ def run_rft(model: str, config: str, out: str, smoke: bool, extra: list[str]) ->
 def run_ppo_for(model: str, minutes: float, out: str, extra: list[str]) -> tuple[int, float]:
     """PPO (configs/rl/default.yaml) stepping until ``minutes`` of wall time since this call; returns
     (steps, minutes)."""
-    from transformers import set_seed
-
-    from detoxrl.config import save_resolved_config
-    from detoxrl.data import load_detox_data
-    from rewards.composite import CompositeReward
-    from rl.policy import load_policy
-    from rl.ppo import parse, training_sources
-    from rl.save import save_ppo_result
-    from rl.trainer import DetoxPPOTrainer
+    from rl.build import build_ppo, save_ppo_run
+    from rl.ppo import parse
 
     start = time.perf_counter()
-    data_cfg, vocab_cfg, model_cfg, reward_cfg, args = parse([
+    trainer = build_ppo(*parse([
         "--config", "configs/rl/default.yaml", "--model_name_or_path", model, "--output_dir", out,
         "--max_steps", "100000", "--save_steps", "100000", "--eval_samples", "0", "--sample_every", "0",
-        "--report_to", "none", "--disable_tqdm", "true", *extra])
-    set_seed(args.seed)
-    policy = load_policy(model_cfg, args.policy_adapter, args.critic)
-    reward = CompositeReward(reward_cfg, vocab_cfg)
-    prompts = training_sources(load_detox_data(data_cfg).train, policy.formatter, args.max_prompt_length)
-    trainer = DetoxPPOTrainer(args, policy, reward, prompts)
+        "--report_to", "none", "--disable_tqdm", "true", *extra]))
     while (time.perf_counter() - start) / 60 < minutes:
         stats = trainer.step()
         print(f"ppo step {trainer.state.step}: {(time.perf_counter() - start) / 60:.1f} of {minutes:.1f} min, "
               f"score {stats['reward/score']:.3f}, kl {stats['ppo/kl']:.2f}", flush=True)
     used = (time.perf_counter() - start) / 60
-    summary = {"before": {}, "after": {}, "steps": trainer.state.step, "train_minutes": round(used, 2)}
-    save_ppo_result(trainer, model_cfg, summary, {
-        "algorithm": "PPO", "family": policy.family, "finetuning": model_cfg.finetuning,
-        "policy_adapter": args.policy_adapter, "reward": reward.describe(), "steps": trainer.state.step,
-        "batch": args.rollout_batch_size, "minutes": used})
-    save_resolved_config(os.path.join(out, "resolved_config.yaml"), data_cfg, vocab_cfg, model_cfg, reward_cfg, args)
+    save_ppo_run(trainer, {"before": {}, "after": {}, "steps": trainer.state.step, "train_minutes": round(used, 2)},
+                 used)
     return trainer.state.step, used
 
 
@@ -96,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     extra = args[args.index("--") + 1:] if "--" in args else []
     a = p.parse_args(args[: args.index("--")] if "--" in args else args)
     from detoxrl.log import setup_logging
+    from detoxrl.runcard import read_card
     from evaluation.evaluate import main as detox_eval
+    from evaluation.report import read_report
 
     setup_logging()
     root = a.output_dir or tempfile.mkdtemp(prefix="bench-rft-")
@@ -105,24 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     if "rft" not in a.skip:
         rft_minutes = run_rft(a.model, a.rft_config, rft_dir, a.smoke, extra)
     else:
-        with open(os.path.join(rft_dir, "detoxrl.json"), encoding="utf-8") as fh:
-            rft_minutes = json.load(fh)["metrics"]["train_minutes"]
+        rft_minutes = read_card(rft_dir)["metrics"]["train_minutes"]
     budget = a.ppo_minutes if a.ppo_minutes is not None else rft_minutes
     if "ppo" not in a.skip:
         steps, ppo_minutes = run_ppo_for(a.model, budget, ppo_dir, extra)
     else:
-        with open(os.path.join(ppo_dir, "detoxrl.json"), encoding="utf-8") as fh:
-            metrics = json.load(fh)["metrics"]
+        metrics = read_card(ppo_dir)["metrics"]
         steps, ppo_minutes = metrics["steps"], metrics["train_minutes"]
     eval_args = ["--config", a.eval_config, "--systems", "delete", f"sft={a.model}", f"rft={rft_dir}",
                  f"ppo={ppo_dir}", "--output_dir", eval_dir] + (["--max_eval_sentences", str(a.n)] if a.n else [])
     code = detox_eval(eval_args)
     if code:
         return code
-    with open(os.path.join(eval_dir, "eval.json"), encoding="utf-8") as fh:
-        report = json.load(fh)
-    with open(os.path.join(rft_dir, "detoxrl.json"), encoding="utf-8") as fh:
-        rounds = json.load(fh)["metrics"]["log"]
+    report = read_report(eval_dir)
+    rounds = read_card(rft_dir)["metrics"]["log"]
     print(f"\nRFT vs PPO at equal wall minutes, from {a.model}; {report['test_set']['sentences']} dev sentences")
     print("| system | wall min | what | J | STA | SIM | FL | copy |\n|---|---:|---|---:|---:|---:|---:|---:|")
     pairs = sum(r["pairs"] for r in rounds)

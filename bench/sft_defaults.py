@@ -20,7 +20,6 @@ otherwise idle machine: the budgets are wall time.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -80,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     from detoxrl.log import setup_logging
     from evaluation.evaluate import main as detox_eval
+    from evaluation.report import read_report
 
     setup_logging()
     root = a.output_dir or tempfile.mkdtemp(prefix="bench-sft-defaults-")
@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     code = detox_eval(args)
     if code:
         return code
-    with open(os.path.join(eval_dir, "eval.json"), encoding="utf-8") as fh:
-        report = json.load(fh)
+    report = read_report(eval_dir)
     scores = {k: report["systems"][k]["scores"] for k in runs}
     base = {seed: scores.get(f"{DEFAULT}-s{seed}", {}).get("J") for seed in a.seeds}
     print(f"\nSFT variants at {a.minutes:g} training minutes each; {report['test_set']['sentences']} dev sentences; "

@@ -19,7 +19,8 @@
 * Dotted names: an entry point may pass ``aliases``, a function from a dotted name to a field name
   (the RL stage maps ``reward.weights.toxicity`` to ``w_toxicity``). Nested YAML mappings are read
   as dotted names, so ``reward: {weights: {toxicity: 2}}`` and ``--reward.weights.toxicity 2``
-  both set ``w_toxicity``.
+  both set ``w_toxicity``. ``sections`` names mappings read that way even where a field has the same name
+  (the RL stage's ``critic: {features: lexicon}`` beside the scalar ``critic: shared``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ def field_argv(key: str, value: Any) -> list[str]:
     return [f"--{key}", str(value)]
 
 
+def assignments(items: Iterable[str]) -> dict[str, str]:
+    """``["lora_r=8", "guard_samples=16"]`` -> ``{"lora_r": "8", "guard_samples": "16"}``: the ``name=value``
+    overrides a stage passes to the stage it runs (RFT's and feedback training's ``sft_overrides``)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, _, value = str(item).partition("=")
+        out[name.strip()] = value.strip()
+    return out
+
+
 _PROG_RENAMES: dict[str, str] = {}  # set by the ``detoxrl`` dispatcher: {"sft/train.py": "detoxrl sft"}
 
 
@@ -88,9 +99,10 @@ def prog_name(default: str) -> str:
 class DetoxParser(TrlParser):
     """``TrlParser`` whose YAML values are validated like CLI flags (see module docstring)."""
 
-    def __init__(self, dataclass_types, prog: str | None = None, aliases=None, **kwargs):
+    def __init__(self, dataclass_types, prog: str | None = None, aliases=None, sections=(), **kwargs):
         super().__init__(dataclass_types, prog=prog_name(prog) if prog else prog, **kwargs)
         self._aliases = aliases
+        self._sections = frozenset(sections)  # YAML mappings read as dotted names though a field has their name
         self._config_path: str | None = None
         self._cli_flags: set[str] = set()
         # inherited fields a stage never reads (DetoxPPOConfig.unread_fields): hidden from --help, refused when set
@@ -143,7 +155,7 @@ class DetoxParser(TrlParser):
             fields = self._read_config(base_path, chain)
         for key, value in (config.pop("env", None) or {}).items():
             os.environ[str(key)] = str(value)
-        for key, value in _flatten(config, set(self._known_fields())).items():
+        for key, value in _flatten(config, set(self._known_fields()) - self._sections).items():
             fields[self._alias(key)] = (value, config_path)  # the file's own value wins over its base's
         return fields
 
@@ -164,6 +176,26 @@ class DetoxParser(TrlParser):
             except ConfigError as exc:
                 raise ConfigError(f"{self.prog}: {source}: {exc}") from None
         return argv
+
+    def parse_mapping(self, values: dict | None = None, config: str | None = None) -> tuple:
+        """The dataclasses from the YAML ``config`` with ``values`` on top: how one stage sets another's fields from
+        Python (RFT's rounds, the pipeline, the ablation grid) without writing a command line.
+
+        ``values`` reads as a YAML file would (``{field: value}``, nested mappings as dotted names, the entry point's
+        aliases; ``None`` unsets a field that may be unset) and wins over ``config``; every value is checked as a
+        YAML value is, and an unknown name is one line with a did-you-mean hint. Later keys win over earlier ones
+        that name the same field (``{"reward.weights.toxicity": 1, "w_toxicity": 2}`` sets 2).
+        """
+        known = set(self._known_fields())
+        argv = ["--config", config] if config else []
+        for key, value in _flatten(dict(values or {}), known - self._sections).items():
+            name = self._alias(key)
+            if name not in known:
+                hint = difflib.get_close_matches(name, known, n=1)
+                fix = f"did you mean '{hint[0]}'?" if hint else "see --help for the fields"
+                raise ConfigError(f"{self.prog}: unknown field '{key}'; {fix}")
+            argv += [f"--{name}", "null"] if value is None else field_argv(name, value)
+        return self.parse(argv)
 
     def parse(self, args: Iterable[str] | None = None) -> tuple:
         """Parse ``--config`` YAML then CLI flags (CLI wins) into the dataclasses."""

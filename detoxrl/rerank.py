@@ -9,15 +9,11 @@
 Inputs go in length-sorted batches of ``max(1, gen_batch_size // n)`` inputs, so one ``generate`` call
 holds about ``gen_batch_size`` sequences (the memory of a greedy batch); each batch's ``n x inputs``
 candidates are scored in ONE ``scorer`` call. The scorer is any ``(sources, outputs) -> scores``; the
-detox commands use the composite reward of a reward config (``rewards/rerank.py``, loaded by
-``load_reranker``). ``truncation_penalty`` is subtracted from candidates that ended without EOS (the RL
+detox commands use the composite reward of a reward config (``rewards/scorer.py``'s ``load_reward_scorer``). ``truncation_penalty`` is subtracted from candidates that ended without EOS (the RL
 stages' rule; 0 for decoding). Ties go to the first candidate; a NaN score never wins over a number.
 Sampling is seeded per batch from ``settings.seed`` (``batch_seed``, inside ``detoxrl.generate.seeded``), so a
 call is reproducible whatever the scorer does with torch's RNG (a judge loading lazily draws from it), and the
 caller's RNG state is left as it was.
-
-``load_reranker`` is the one place the core reaches up into ``rewards/``, lazily and only when best-of-n
-is asked for: the reranker must be the RL reward itself (``CompositeReward``), whose home is there.
 """
 
 from __future__ import annotations
@@ -32,7 +28,6 @@ from tqdm.auto import tqdm
 from detoxrl.generate import GenerationSettings, length_batches, sample_candidates, seeded
 
 Scorer = Callable[[list[str], list[str]], Sequence[float]]
-DEFAULT_RERANK_CONFIG = "configs/rewards/default.yaml"
 
 
 @dataclass
@@ -121,12 +116,3 @@ def best_of_n(model, formatter, texts: list[str], settings: GenerationSettings, 
 def batch_seed(seed: int, batch: int) -> int:
     """The sampling seed of batch ``batch`` of a call seeded ``seed`` (distinct for nearby seeds and batches)."""
     return (seed * 1_000_003 + batch) % (2**63)
-
-
-def load_reranker(config: str | None = None, model: str | None = None):
-    """The composite reward of a reward config as a scorer with ``describe()`` and ``cfg``
-    (``rewards.rerank.RewardScorer``). Without ``config``: the reward the run at ``model`` was trained with (its
-    ``resolved_config.yaml``), else ``configs/rewards/default.yaml``."""
-    from rewards.rerank import load_reward_scorer
-
-    return load_reward_scorer(config, model)

@@ -126,7 +126,7 @@ class LazyReranker:
     use (only best-of-n systems need it)."""
 
     def __init__(self, config: str | None, model: str | None = None):
-        from rewards.rerank import reward_source
+        from rewards.scorer import reward_source
 
         self.reward_cfg, self.vocab, self.config = reward_source(config, model)  # a bad file fails here
         self._scorer = None
@@ -134,7 +134,7 @@ class LazyReranker:
     def __call__(self, sources, outputs):
         if self._scorer is None:
             from rewards.composite import CompositeReward
-            from rewards.rerank import RewardScorer
+            from rewards.scorer import RewardScorer
 
             self._scorer = RewardScorer(CompositeReward(self.reward_cfg, self.vocab), self.config)
             log.info("reranker: %s", self._scorer.describe())
@@ -249,15 +249,25 @@ def evaluate(cfg: EvalConfig, judges_cfg: EvalJudgesConfig, data_cfg: DataConfig
 CONFIGS = [EvalConfig, EvalJudgesConfig, DataConfig, VocabConfig, PromptConfig, GenerationSettings]
 
 
+def parser() -> DetoxParser:
+    """``detox-eval``'s parser: ``parser().parse(argv)``, or ``parser().parse_mapping(values, yaml)`` from Python."""
+    return DetoxParser(CONFIGS, prog="detox-eval")
+
+
 def parse(args: list[str] | None = None) -> tuple:
     """The parsed configs of a ``detox-eval`` command line, in ``evaluate``'s argument order."""
-    return DetoxParser(CONFIGS, prog="detox-eval").parse(args)
+    return parser().parse(args)
+
+
+def run_configs(*configs) -> dict:
+    """``detox-eval`` from its parsed configs (``parse``'s, in order): returns the report dict."""
+    setup_logging()
+    return evaluate(*configs)
 
 
 def run(args: list[str] | None = None) -> dict:
     """``detox-eval`` as a function (used by ``detox-ablate`` and ``detox-pipeline``): returns the report dict."""
-    setup_logging()
-    return evaluate(*parse(args))
+    return run_configs(*parse(args))
 
 
 def _main(args: list[str] | None) -> None:

@@ -105,10 +105,28 @@ def _json_safe(value):
     return value
 
 
+REPORT = "eval.json"
+
+
+def read_report(output_dir: str) -> dict:
+    """The ``eval.json`` that ``detox-eval`` wrote into ``output_dir`` (the one place that names it); a missing or
+    broken file is a one-line ``UserError``."""
+    from detoxrl.errors import UserError
+
+    path = os.path.join(output_dir, REPORT)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: run detox-eval with --output_dir {output_dir} first") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: cannot read it ({exc})") from None
+
+
 def write_reports(output_dir: str, report: dict, rows: list[dict]) -> dict[str, str]:
     """Write ``eval.json``, ``eval.md`` and ``eval_sentences.tsv`` atomically; returns their paths."""
     paths = {k: os.path.join(output_dir, f) for k, f in
-             (("json", "eval.json"), ("markdown", "eval.md"), ("tsv", "eval_sentences.tsv"))}
+             (("json", REPORT), ("markdown", "eval.md"), ("tsv", "eval_sentences.tsv"))}
     atomic_write_text(paths["json"], json.dumps(_json_safe(report), indent=2, ensure_ascii=False) + "\n")
     judges = "\n".join(f"- {k}: {v}" for k, v in report["judges"].items())
     test = report["test_set"]

@@ -128,9 +128,9 @@ class ExportArgs:
 
 def _detoxifier(model: str, device: str = "auto", max_new_tokens: int | None = None, **decoding):
     try:
-        from detoxrl.infer import Detoxifier
+        from evaluation.infer import Detoxifier
     except ImportError as exc:  # pragma: no cover - the inference module ships with detoxrl
-        raise UserError(f"detoxrl.infer is not available ({exc}); reinstall detoxrl") from None
+        raise UserError(f"evaluation.infer is not available ({exc}); reinstall detoxrl") from None
     return Detoxifier.from_pretrained(model, device=None if device == "auto" else device,
                                       max_new_tokens=max_new_tokens, **decoding)
 

@@ -5,7 +5,7 @@ in the feedback store.
 One page, HTML/CSS/JS in the packaged file ``feedback/review.html`` (no build step), served by the standard library's
 ``ThreadingHTTPServer``. The model is any ``rewrite(texts: list[str]) -> list[str]`` plus the version
 string the store records with each verdict; ``detox-feedback serve`` builds it from
-``detoxrl.infer.Detoxifier`` and tests inject a fake.
+``evaluation.infer.Detoxifier`` and tests inject a fake.
 
 JSON API (what the page calls):
 

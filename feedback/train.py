@@ -54,7 +54,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal
 
-from detoxrl.config import save_resolved_config
+from detoxrl.config import assignments, save_resolved_config
 from detoxrl.data import Pair, load_detox_data, subsample, write_instruction_json
 from detoxrl.errors import UserError
 from detoxrl.io import atomic_write_text
@@ -200,24 +200,16 @@ def _sft_config_path(sft_config: str) -> str:
     return resolve_path(sft_config) or sft_config
 
 
-def _sft_parse(sft_config: str, extra: list[str]):
-    from sft.train import parse
+def _sft_parse(sft_config: str, values: dict):
+    """The supervised stage's configs: ``sft_config`` with ``values`` on top."""
+    from sft.train import parser
 
-    return parse(["--config", _sft_config_path(sft_config), *extra])
-
-
-def override_args(items: list[str]) -> list[str]:
-    """``["lora_r=8", "guard_samples=16"]`` -> ``["--lora_r", "8", "--guard_samples", "16"]``."""
-    out: list[str] = []
-    for item in items:
-        name, _, value = item.partition("=")
-        out += [f"--{name.strip()}", value.strip()]
-    return out
+    return parser().parse_mapping(values, _sft_config_path(sft_config))
 
 
 def write_sft_data(cfg: FeedbackTrainConfig, data: FeedbackData, path: str) -> dict:
     """The SFT step's instruction JSONL (pinned splits); returns its counts."""
-    data_cfg = _sft_parse(cfg.sft_config, override_args(cfg.sft_overrides))[0]
+    data_cfg = _sft_parse(cfg.sft_config, assignments(cfg.sft_overrides))[0]
     supervised = load_detox_data(data_cfg)
     replay: list[Pair] = []
     if cfg.data_mode == "add":
@@ -256,12 +248,6 @@ class CurrentModel:
         names = {f.name for f in fields(PromptConfig)}
         return PromptConfig(**{k: v for k, v in (self.card.get("prompt") or {}).items() if k in names})
 
-    def prompt_args(self) -> list[str]:
-        out: list[str] = []
-        for k, v in asdict(self.prompt_config()).items():
-            out += [f"--{k}", str(v)]
-        return out
-
 
 def current_model(ref: str) -> CurrentModel:
     """Where the weights of ``ref`` are, its card and family (``UserError`` when it is no model)."""
@@ -295,19 +281,17 @@ def current_model(ref: str) -> CurrentModel:
 
 
 def run_sft_step(cfg: FeedbackTrainConfig, data: FeedbackData, parent: CurrentModel, out: str, data_dir: str) -> dict:
-    from sft.train import run as sft_run
+    from sft.train import run_configs
 
     data_file = os.path.join(data_dir, "sft.jsonl")
     counts = write_sft_data(cfg, data, data_file)
-    args = ["--config", _sft_config_path(cfg.sft_config), "--dataset", data_file, "--dataset_format", "instruction",
-            "--deduplicate", "false", "--model_name_or_path", parent.weights, "--output_dir", out,
-            "--loss", cfg.sft_loss, "--max_steps", str(cfg.sft_max_steps),
-            "--learning_rate", str(cfg.sft_learning_rate),
-            "--per_device_train_batch_size", str(cfg.sft_batch_size), "--eval_strategy", "no",
-            "--save_strategy", "no", "--warmup_steps", "0.1", "--seed", str(cfg.seed), *parent.prompt_args(),
-            *override_args(cfg.sft_overrides)]
-    log.info("SFT step: %s", " ".join(args))
-    summary = sft_run(args)
+    values = {"dataset": data_file, "dataset_format": "instruction", "deduplicate": False,
+              "model_name_or_path": parent.weights, "output_dir": out, "loss": cfg.sft_loss,
+              "max_steps": cfg.sft_max_steps, "learning_rate": cfg.sft_learning_rate,
+              "per_device_train_batch_size": cfg.sft_batch_size, "eval_strategy": "no", "save_strategy": "no",
+              "warmup_steps": 0.1, "seed": cfg.seed, **asdict(parent.prompt_config()), **assignments(cfg.sft_overrides)}
+    log.info("SFT step: %s over %s", values, cfg.sft_config)
+    summary = run_configs(*_sft_parse(cfg.sft_config, values))
     return {**counts, **{k: v for k, v in summary.items() if isinstance(v, (int, float, str))}}
 
 
@@ -420,14 +404,12 @@ def _check_output(cfg: FeedbackTrainConfig, parent: CurrentModel) -> str:
 
 
 def _append_card(out: str, card: dict, summary: dict) -> None:
-    path = os.path.join(out, "README.md")
-    text = open(path, encoding="utf-8").read() if os.path.isfile(path) else f"# {os.path.basename(out)}\n"
+    from detoxrl.model_card import append_section, table
+
     counts = summary["data"]
-    rows = "\n".join(f"| {k} | {v} |" for k, v in counts.items())
-    text += (f"\n## Feedback training\n\nVersion `{card['version']}`, trained from `{card['parent_version']}` on "
-             f"{counts['records']} reviewer records (steps: {', '.join(summary['steps'])}).\n\n| records | count |\n"
-             f"|---|---:|\n{rows}\n")
-    atomic_write_text(path, text)
+    append_section(out, "Feedback training", (
+        f"Version `{card['version']}`, trained from `{card['parent_version']}` on {counts['records']} reviewer records "
+        f"(steps: {', '.join(summary['steps'])}).\n\n" + table(["records", "count"], list(counts.items()), "lr")))
 
 
 def run(cfg: FeedbackTrainConfig) -> dict:

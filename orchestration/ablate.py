@@ -50,7 +50,7 @@ from detoxrl.paths import resolve_path
 from detoxrl.runcard import CARD
 from orchestration.ablation_report import write_results
 from orchestration.stage import (RESERVED, RESOLVED, Stage, capture, check_keys, check_toxicity_models, comparable,
-                                  config_file, dotted, fingerprint, mapping, one_line, read_yaml, to_argv, write_json)
+                                  config_file, dotted, fingerprint, mapping, one_line, read_yaml, write_json)
 
 log = logging.getLogger("detoxrl")
 
@@ -141,22 +141,21 @@ def load_config(path: str, output_dir: str | None = None) -> AblationConfig:
         references=refs, final_window=window, description=str(raw.get("description") or "").strip())
 
 
-# ------------------------------------------------------------------------------------------ argv
-def ppo_argv(cfg: AblationConfig, overrides: dict, out_dir: str) -> list[str]:
+# ------------------------------------------------------------------------------------------ stage fields
+def ppo_values(cfg: AblationConfig, overrides: dict, out_dir: str) -> dict:
+    """The fields a variant sets over ``base_config``: the grid's shared overrides, the variant's, its folder."""
     bad = RESERVED & set(overrides)
     if bad:
         raise ConfigError(f"override '{sorted(bad)[0]}' is set by detox-ablate itself; remove it")
-    try:
-        return ["--config", cfg.base_config, *to_argv(cfg.overrides), *to_argv(overrides), "--output_dir", out_dir]
-    except (ValueError, ConfigError) as exc:
-        raise ConfigError(str(exc)) from None
+    return {**dotted(cfg.overrides), **dotted(overrides), "output_dir": out_dir}
 
 
-def eval_argv(cfg: AblationConfig, systems: list[str], out_dir: str) -> list[str]:
-    argv = ["--config", cfg.eval_config, *to_argv(cfg.eval_overrides)]
+def eval_values(cfg: AblationConfig, systems: list[str], out_dir: str) -> dict:
+    """The fields an evaluation sets over ``eval_config``."""
+    values = dict(dotted(cfg.eval_overrides))
     if cfg.max_eval_sentences is not None:
-        argv += ["--max_eval_sentences", str(cfg.max_eval_sentences)]
-    return argv + ["--systems", *systems, "--output_dir", out_dir]
+        values["max_eval_sentences"] = cfg.max_eval_sentences
+    return {**values, "systems": systems, "output_dir": out_dir}
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -175,7 +174,7 @@ class Grid:
         self._known = set(DetoxParser(ppo.CONFIGS, prog="rl/ppo.py")._known_fields())
         self.check_keys(cfg.overrides, "overrides")
         # The grid's own settings must parse: a typo in the shared overrides stops everything, at once.
-        base = ppo.parse(ppo_argv(cfg, {}, os.path.join(self.runs, "_check")))
+        base = self.parse_ppo({}, os.path.join(self.runs, "_check"))
         model = base[2].model_name_or_path
         self.start_model = resolve_path(model) or model
         self.start_fp = fingerprint(self.start_model)
@@ -193,11 +192,26 @@ class Grid:
                 raise ConfigError(f"{prog_name('detox-ablate')}: "
                                   f"{self.cfg.path}: {where}: unknown rl/ppo.py field '{key}'; {fix}")
 
+    def judges(self):
+        """The eval config's judges (``evaluation.evaluate``'s ``JudgeConfig``), as the grid's evaluations read it."""
+        _, judges, *_ = self.parse_eval(["duplicate"], os.path.join(self.cfg.output_dir, "x"))
+        return judges
+
+    def parse_ppo(self, overrides: dict, out_dir: str, **extra) -> tuple:
+        """A variant's ``rl/ppo.py`` configs: ``base_config`` with ``ppo_values`` (and ``extra``) on top."""
+        try:
+            values = {**ppo_values(self.cfg, overrides, out_dir), **extra}
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return self.ppo.parser().parse_mapping(values, self.cfg.base_config)
+
+    def parse_eval(self, systems: list[str], out_dir: str) -> tuple:
+        return self.evaluate.parser().parse_mapping(eval_values(self.cfg, systems, out_dir), self.cfg.eval_config)
+
     def _check_judges(self, reward) -> None:
         """The eval config parses, and the toxicity classifiers of the base reward and of the eval exist
         (checked before any training, not after it)."""
-        _, judges, *_ = self.evaluate.parse(eval_argv(self.cfg, ["duplicate"], os.path.join(self.cfg.output_dir, "x")))
-        check_toxicity_models(reward, judges)
+        check_toxicity_models(reward, self.judges())
 
     def run_dir(self, name: str) -> str:
         return os.path.join(self.runs, name)
@@ -209,8 +223,7 @@ class Grid:
         t0 = time.perf_counter()
         try:
             self.check_keys(v.overrides, f"variant {v.name}")
-            argv = ppo_argv(self.cfg, v.overrides, run_dir)
-            parsed = self.ppo.parse(argv)
+            parsed = self.parse_ppo(v.overrides, run_dir)
         except (UserError, ValueError) as exc:
             state["error"] = one_line(exc)
             log.error("variant %s: bad overrides: %s", v.name, state["error"])
@@ -224,9 +237,11 @@ class Grid:
         if trained:
             stage.prepare(action)
             with capture(os.path.join(run_dir, "train.log")) as captured:
-                log.info("detox-ablate: variant %s: %s; rl/ppo.py %s", v.name, reason, " ".join(argv))
+                log.info("detox-ablate: variant %s: %s; rl/ppo.py with %s over %s", v.name, reason,
+                         ppo_values(self.cfg, v.overrides, run_dir), self.cfg.base_config)
                 try:
-                    self.ppo.run(argv + (["--resume_from_checkpoint", "latest"] if action == "resume" else []))
+                    self.ppo.run_configs(*(self.parse_ppo(v.overrides, run_dir, resume_from_checkpoint="latest")
+                                           if action == "resume" else parsed))
                 except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
                     captured.traceback()
                     state["error"] = one_line(exc)
@@ -244,8 +259,8 @@ class Grid:
                          force: bool = False) -> tuple[bool, str, bool]:
         """One detox-eval call, reused when its eval.json matches; ``(ok, error, ran)``."""
         try:
-            argv = eval_argv(self.cfg, systems, out_dir)
-            stage = Stage(name, out_dir, comparable(resolved_config_dict(*self.evaluate.parse(argv))), inputs,
+            parsed = self.parse_eval(systems, out_dir)
+            stage = Stage(name, out_dir, comparable(resolved_config_dict(*parsed)), inputs,
                           ("eval.json", RESOLVED), resumable=False)
         except (UserError, ValueError) as exc:
             return False, one_line(exc), False
@@ -255,9 +270,10 @@ class Grid:
             return True, "", False
         stage.prepare(action)
         with capture(log_path) as captured:
-            log.info("detox-ablate: %s: %s; detox-eval %s", name, reason, " ".join(argv))
+            log.info("detox-ablate: %s: %s; detox-eval with %s over %s", name, reason,
+                     eval_values(self.cfg, systems, out_dir), self.cfg.eval_config)
             try:
-                self.evaluate.run(argv)
+                self.evaluate.run_configs(*parsed)
             except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
                 captured.traceback()
                 log.error("%s failed: %s (traceback in %s)", name, one_line(exc), captured.path)

@@ -148,10 +148,8 @@ MD_COLUMNS = [("variant", "variant"), ("status", "status"), ("overrides", "overr
 
 def _judge_lines(grid) -> list[str]:
     """``Judges:`` and one line per column judge of the grid's eval config (empty if it does not parse)."""
-    from orchestration.ablate import eval_argv
-
     try:
-        _, judges, *_ = grid.evaluate.parse(eval_argv(grid.cfg, ["duplicate"], os.path.join(grid.cfg.output_dir, "x")))
+        judges = grid.judges()
     except Exception:  # noqa: BLE001 - the table matters more than this note
         return []
     return ["Judges:", "", *(f"- {k}: {v}" for k, v in judges.describe().items()), ""]

@@ -46,7 +46,7 @@ COMMANDS: dict[str, Command] = {
                    "rounds)", "detox-rft"),
     "eval": Command("evaluation.evaluate", "detox-eval", "score systems side by side with independent judges",
                     "detox-eval"),
-    "rewrite": Command("detoxrl.infer", "detox", "rewrite text with a trained model (text, file or stdin)", "detox"),
+    "rewrite": Command("evaluation.infer", "detox", "rewrite text with a trained model (text, file or stdin)", "detox"),
     "feedback": Command("feedback.cli", "detox-feedback", "review page, feedback store and feedback training "
                         "(serve | add | list | export | train)", "detox-feedback"),
     "ablate": Command("orchestration.ablate", "detox-ablate", "the reward ablation grid (PPO runs + eval)",

@@ -40,7 +40,6 @@ Preset YAML::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
@@ -51,7 +50,7 @@ from detoxrl.log import setup_logging
 from detoxrl.paths import resolve_path
 from detoxrl.runcard import CARD
 from orchestration.stage import (RESERVED, RESOLVED, Stage, capture, check_keys, check_toxicity_models, comparable,
-                                  config_file, fingerprint, mapping, read_yaml, to_argv, write_json)
+                                  config_file, dotted, fingerprint, mapping, read_yaml, write_json)
 
 log = logging.getLogger("detoxrl")
 
@@ -80,7 +79,7 @@ def preset_path(preset: str | None, config: str | None) -> str:
 
 
 class Pipeline:
-    """A parsed preset: the argv of every stage, checked before anything runs."""
+    """A parsed preset: the configs of every stage, checked before anything runs."""
 
     def __init__(self, path: str, output_root: str | None = None):
         raw = read_yaml(path)
@@ -169,22 +168,24 @@ class Pipeline:
                             f"{self.path}: {exc}; or list it under judges: in the preset "
                             "to train it as the first stage") from None
 
-    # ------------------------------------------------------------------ argv per stage
-    def argv(self, name: str) -> list[str]:
-        sec = self.sections[name]
-        argv = ["--config", sec["config"], *to_argv(sec["overrides"])]
+    # ------------------------------------------------------------------ the fields of each stage
+    def values(self, name: str) -> dict:
+        """The fields the pipeline sets on stage ``name`` over its config file: the preset's overrides, then the
+        folders that chain the stages."""
+        values = dict(dotted(self.sections[name]["overrides"]))
         if name == "ppo":
-            argv += ["--model_name_or_path", self.dirs["sft"]]
+            values["model_name_or_path"] = self.dirs["sft"]
         if name == "eval":
             if self.max_eval_sentences is not None:
-                argv += ["--max_eval_sentences", str(self.max_eval_sentences)]
-            argv += ["--systems", *self.baselines, f"sft={self.dirs['sft']}", f"ppo={self.dirs['ppo']}"]
+                values["max_eval_sentences"] = self.max_eval_sentences
+            values["systems"] = [*self.baselines, f"sft={self.dirs['sft']}", f"ppo={self.dirs['ppo']}"]
             if self.best_of:
-                argv.append(f"ppo-best-of-{self.best_of}={self.dirs['ppo']}@best_of={self.best_of}")
-        return argv + ["--output_dir", self.dirs[name]]
+                values["systems"].append(f"ppo-best-of-{self.best_of}={self.dirs['ppo']}@best_of={self.best_of}")
+        return {**values, "output_dir": self.dirs[name]}
 
-    def parse(self, name: str) -> tuple:
-        return self.modules[name].parse(self.argv(name))
+    def parse(self, name: str, **extra) -> tuple:
+        """Stage ``name``'s configs: its config file with ``values(name)`` (and ``extra``) on top."""
+        return self.modules[name].parser().parse_mapping({**self.values(name), **extra}, self.sections[name]["config"])
 
     def stage(self, name: str) -> Stage:
         expected = comparable(resolved_config_dict(*self.parse(name)))
@@ -212,11 +213,11 @@ def run_judges(p: Pipeline, force: bool) -> dict:
         if is_trained(folder) and not force:
             log.info("judges: %s present at %s", j["name"], folder)
             continue
-        argv = ["--config", j["config"], *to_argv(j["overrides"]), "--output_dir", folder]
+        values = {**dotted(j["overrides"]), "output_dir": folder}
         with capture(os.path.join(p.root, "logs", "judges.log")):
-            log.info("judges: training %s (detox-train-toxicity %s)", j["name"], " ".join(argv))
+            log.info("judges: training %s (detox-train-toxicity with %s over %s)", j["name"], values, j["config"])
             cfg, data_cfg = DetoxParser([train_toxicity.TrainToxicityConfig, DataConfig],
-                                        prog="detox-train-toxicity").parse(argv)
+                                        prog="detox-train-toxicity").parse_mapping(values, j["config"])
             train_toxicity.run(cfg, data_cfg)
         done.append(j["name"])
     return {"action": "trained " + ", ".join(done) if done else "reused", "trained": done}
@@ -229,12 +230,13 @@ def run_stage(p: Pipeline, name: str, force: bool) -> dict:
     if action == "reuse":
         return {"action": "reused", "reason": reason, "dir": stage.out_dir}
     stage.prepare(action)
-    argv = p.argv(name) + (["--resume_from_checkpoint", "latest"] if action == "resume" else [])
+    configs = p.parse(name, **({"resume_from_checkpoint": "latest"} if action == "resume" else {}))
     start = time.perf_counter()
     with capture(os.path.join(p.root, "logs", f"{name}.log")):
-        log.info("detox-pipeline: %s: %s; %s %s", name, reason,
-                 {"sft": "sft/train.py", "ppo": "rl/ppo.py", "eval": "detox-eval"}[name], " ".join(argv))
-        p.modules[name].run(argv)
+        log.info("detox-pipeline: %s: %s; %s with %s over %s", name, reason,
+                 {"sft": "sft/train.py", "ppo": "rl/ppo.py", "eval": "detox-eval"}[name], p.values(name),
+                 p.sections[name]["config"])
+        p.modules[name].run_configs(*configs)
     return {"action": {"resume": "resumed", "fresh": "ran"}[action], "reason": reason, "dir": stage.out_dir,
             "minutes": round((time.perf_counter() - start) / 60, 2)}
 
@@ -287,12 +289,12 @@ def run(args: list[str] | None = None) -> dict:
 
 def _table(eval_dir: str) -> tuple[str, str]:
     """The eval table without its timing column, and the timings as one line."""
-    from evaluation.report import COLUMNS, markdown_table
+    from detoxrl.errors import UserError
+    from evaluation.report import COLUMNS, markdown_table, read_report
 
     try:
-        with open(os.path.join(eval_dir, "eval.json"), encoding="utf-8") as fh:
-            systems = json.load(fh)["systems"]
-    except (OSError, KeyError, json.JSONDecodeError):
+        systems = read_report(eval_dir)["systems"]
+    except (UserError, KeyError):
         return "(no eval.json)", ""
     speeds = ", ".join(f"{name} {row['scores']['sent/s']:.1f}" for name, row in systems.items()
                        if isinstance(row.get("scores", {}).get("sent/s"), (int, float)))

@@ -259,17 +259,6 @@ def one_line(exc: BaseException) -> str:
     return line if len(line) <= 1000 else line[:999] + "…"
 
 
-def to_argv(overrides: dict | None) -> list[str]:
-    """``{field: value}`` (nested mappings as dotted names) -> CLI tokens, rendered as ``DetoxParser`` reads YAML
-    (``null`` as ``--field null``, which unsets a field that may be unset)."""
-    from detoxrl.config import field_argv
-
-    argv: list[str] = []
-    for key, value in dotted(overrides or {}).items():
-        argv += [f"--{key}", "null"] if value is None else field_argv(key, value)
-    return argv
-
-
 def dotted(mapping: dict, prefix: str = "") -> dict:
     """``{a: {b: 1}, c: 2}`` -> ``{"a.b": 1, "c": 2}`` (nested overrides as the dotted names the CLI takes)."""
     flat: dict = {}

@@ -271,7 +271,7 @@ def run(cfg: TrainToxicityConfig, data_cfg: DataConfig) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from detoxrl.models.refs import resolve_model
-    from rewards.toxicity.default import default_classifier_dir
+    from rewards.toxicity.config import default_classifier_dir
 
     t0 = time.time()
     threads = set_torch_threads(cfg.num_threads)

@@ -9,8 +9,9 @@ read is the process's own rollout (not gathered).
 * ``on_rollout(trainer, rollout, breakdown, raw, score)``: after scoring. ``rollout`` is ``rl.rollout.Rollout``,
   ``breakdown`` the reward's ``RewardBreakdown``, ``raw`` the scores after the truncation penalty and ``score``
   the normalised scores PPO uses (both ``(B,)``).
-* ``on_critic_update(trainer, critic_input, values, returns, mask)``: the feature critic (``value_features
-  lexicon*``) only, just before it is refitted: its input, the values GAE ran on, the returns, the response mask.
+* ``on_critic_update(trainer, critic_input, values, returns, mask)``: after the epochs, just before the critic
+  updates itself (``rl/critics.py``): what its ``prepare`` read from the rollout (the feature critic's
+  ``CriticInput``; ``None`` for the value head), the values GAE ran on, the returns, the response mask.
 * ``on_step_end(trainer, stats)``: after a step, before its stats are logged (a hook may add keys). Setting
   ``trainer.should_stop = True`` ends the run after this step, as if ``max_steps`` were reached (the dev evaluation
   and saving still run).

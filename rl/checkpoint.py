@@ -111,8 +111,8 @@ def save(trainer) -> str:
                 torch.save(sampler, os.path.join(tmp, SAMPLER_FILE))
                 with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as fh:
                     json.dump(dataclasses.asdict(trainer.state), fh, indent=1)
-                if trainer.value_replay is not None:
-                    save_file(trainer.value_replay.state_dict(), os.path.join(tmp, REPLAY_FILE))
+                if trainer.critic.replay is not None:
+                    save_file(trainer.critic.replay.state_dict(), os.path.join(tmp, REPLAY_FILE))
         acc.wait_for_everyone()
     except BaseException:
         if acc.is_main_process:
@@ -147,9 +147,9 @@ def load(path: str, trainer) -> None:
     trainer.kl_ctl.load_state_dict(trainer.state.kl_controller)
     trainer.moments.load_state_dict(trainer.state.reward_moments)
     replay_file = os.path.join(path, REPLAY_FILE)
-    if trainer.value_replay is not None:
+    if trainer.critic.replay is not None:
         if os.path.isfile(replay_file):
-            trainer.value_replay.load_state_dict(load_file(replay_file))
+            trainer.critic.replay.load_state_dict(load_file(replay_file))
         else:
             log.warning("%s has no %s (written with value_replay_steps 0): the value replay buffer starts empty",
                         path, REPLAY_FILE)

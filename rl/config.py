@@ -36,6 +36,7 @@ from transformers import TrainingArguments
 from detoxrl.errors import ConfigError
 from detoxrl.models.config import DetoxModelConfig
 from rl.core import KLEstimator
+from rl.critics import CRITIC_FIELDS, NO_CRITIC, CriticConfig
 
 # The TrainingArguments fields this stage reads (rl/trainer.py, rl/trl_algos.py, rl/checkpoint.py, the hub push);
 # bf16 and gradient_checkpointing are passed to TRL's GRPO/RLOO only (PPO takes mixed precision from accelerate).
@@ -62,8 +63,20 @@ class PPOModelConfig(DetoxModelConfig):
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input (PPO turns dropout off)."})
 
 # PPO's critic settings and the values they take for GRPO/RLOO, which have no critic (DetoxPPOConfig.__post_init__)
-PPO_CRITIC_OFF = {"critic_warmup_steps": 0, "samples_per_prompt": 1, "value_features": "hidden",
-                  "value_replay_steps": 0, "value_ridge": None, "value_shrink": 1.0, "value_units": "raw"}
+PPO_CRITIC_OFF = {"samples_per_prompt": 1, **{CRITIC_FIELDS[k]: v for k, v in NO_CRITIC.items()}}
+
+
+def reward_alias(name: str) -> str:
+    """``reward.weights.toxicity`` -> ``w_toxicity``; ``reward.form`` -> ``form``; ``critic.features`` ->
+    ``value_features`` (``rl/critics.py``'s ``CRITIC_FIELDS``); other names unchanged."""
+    parts = name.split(".")
+    if parts[0] == "critic" and len(parts) == 2 and parts[1] in CRITIC_FIELDS:
+        return CRITIC_FIELDS[parts[1]]
+    if parts[:2] == ["reward", "weights"] and len(parts) == 3:
+        return f"w_{parts[2]}"
+    if parts[0] == "reward" and len(parts) == 2:
+        return parts[1]
+    return name
 
 
 @dataclass
@@ -156,10 +169,6 @@ class DetoxPPOConfig(TrainingArguments):
     value_shrink: float = field(
         default=0.5, metadata={"help": "ppo, value_features lexicon*: values are m + value_shrink x (fit - m), m the "
                                "replay buffer's mean return (1: the fit itself)."})
-    value_units: Literal["raw", "rollout"] = field(
-        default="raw", metadata={"help": "ppo, value_features lexicon*: raw: the fit predicts the returns as they are. "
-                                 "rollout: in standard deviations of the rollout's scores about their mean, so the "
-                                 "values spread as much as this rollout's scores do (docs/rl.md, Critic)."})
     early_stop_kl: float | None = field(
         default=None, metadata={"help": "Stop a step's remaining PPO epochs once a minibatch's approximate KL passes this."})
     # reward shaping
@@ -225,8 +234,6 @@ class DetoxPPOConfig(TrainingArguments):
             raise ValueError(f"max_new_tokens_extra must be >= 0 (got {self.max_new_tokens_extra})")
         if self.max_packed_tokens < 1:
             raise ValueError(f"max_packed_tokens must be >= 1 (got {self.max_packed_tokens})")
-        if self.value_learning_rate is not None and not self.value_learning_rate > 0:
-            raise ValueError(f"value_learning_rate must be > 0 or unset (got {self.value_learning_rate})")
         if self.algorithm != "ppo":  # the defaults set PPO's critic up; `--algorithm grpo` still works with them
             changed = {k: getattr(self, k) for k, v in PPO_CRITIC_OFF.items() if getattr(self, k) != v}
             defaults = {f.name: f.default for f in fields(self)}
@@ -249,33 +256,16 @@ class DetoxPPOConfig(TrainingArguments):
         if self.use_vllm and importlib.util.find_spec("vllm") is None:
             raise ConfigError("use_vllm: vllm is not installed; pip install vllm (on a CUDA machine), or unset "
                               "use_vllm to generate with transformers")
-        if not 0 <= self.critic_warmup_steps < self.max_steps:
-            raise ValueError(f"critic_warmup_steps must be >= 0 and < max_steps {self.max_steps} "
-                             f"(got {self.critic_warmup_steps}); for a short run pass --critic_warmup_steps 0")
-        if self.value_replay_steps < 0:
-            raise ValueError(f"value_replay_steps must be >= 0 (0: off; got {self.value_replay_steps})")
-        if self.value_ridge is not None and not self.value_ridge > 0:
-            raise ValueError(f"value_ridge must be > 0 or unset (got {self.value_ridge})")
         if self.samples_per_prompt < 1 or self.rollout_batch_size % self.samples_per_prompt:
             raise ValueError(f"samples_per_prompt {self.samples_per_prompt} must be >= 1 and divide rollout_batch_size "
                              f"{self.rollout_batch_size}")
-        if self.value_features != "hidden":
-            if not self.value_replay_steps:
-                raise ValueError(f"value_features {self.value_features}: a feature critic is fitted by the replay fit; "
-                                 "set value_replay_steps >= 1 (or value_features hidden)")
-            if self.critic != "shared":
-                raise ValueError(f"value_features {self.value_features} reads no model: set critic shared")
-        if self.value_features == "lexicon+sibling" and self.samples_per_prompt < 2:
-            raise ValueError("value_features lexicon+sibling reads the other responses to a source: set "
-                             "samples_per_prompt >= 2 (or value_features lexicon)")
-        if self.value_units != "raw" and self.value_features == "hidden":
-            raise ValueError(f"value_units {self.value_units} is read by the feature critic only: set value_features "
-                             "lexicon or lexicon+sibling (or value_units raw)")
-        if not 0 < self.value_shrink <= 1:
-            raise ValueError(f"value_shrink must be in (0, 1] (got {self.value_shrink})")
-        if self.value_ridge is not None and not self.value_replay_steps:
-            raise ValueError("value_ridge is only used by the replay fit; set value_replay_steps >= 1 or unset it")
+        self.critic_config.check(self.samples_per_prompt, self.max_steps)  # the critic's own rules (rl/critics.py)
         super().__post_init__()
+
+    @property
+    def critic_config(self) -> CriticConfig:
+        """The critic's settings as one section (``critic: {features: ..., replay_steps: ...}`` in a YAML)."""
+        return CriticConfig.of(self)
 
     @property
     def mini_batch_size(self) -> int:

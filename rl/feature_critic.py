@@ -2,17 +2,10 @@
 
 The value of response token ``t`` is ``V_t = m + a (w . x_t + b - m)``: ``(w, b)`` the ridge regression of the GAE
 returns on ``x`` over the last ``value_replay_steps`` rollouts (``rl/value_fit.py``), ``m`` their mean return and
-``a`` = ``value_shrink``. With ``value_units: rollout`` the fit reads and predicts returns in the rollout's own units,
-``(R - c) / s`` with ``c``, ``s`` the mean and standard deviation of the rollout's (normalised) scores, and the values
-are ``c + s V_t``: a rollout whose scores spread half as much gets values that spread half as much. Why: explained
-variance is ``1 - Var(R - V) / Var(R)``, so a constant offset costs nothing but values that spread more than the
-returns do cost everything: it is > 0 exactly when the rollout's regression slope of ``R`` on ``V`` is above 1/2.
-In raw units a fit made while the policy still copied (a copy is 2.6 standard deviations down) can overshoot a
-later rollout of close scores, whose slope then falls below 1/2; in the rollout's units the values spread as this
-rollout's scores do, whatever the spread of the rollouts the fit was made on. Measured on one PPO run (seed 43,
-docs/rl.md "In the rollout's units") it made no difference: raw and rollout units dipped at the same step. ``c`` and
-``s`` read every response's score, this one's included (weight ``1/B``): the same dependence as whitening the
-advantages over the rollout, which the default does too. With several processes each reads its own rollout.
+``a`` = ``value_shrink``. ``units="rollout"`` (a parameter of the fit, not a config field: on one PPO run it made no
+difference, docs/experiments/2026-12-02-rollout-units.md; ``bench/critic_shadows.py`` still fits it beside the live
+critic) reads and predicts the returns in the rollout's own units, ``(R - c) / s`` with ``c``, ``s`` the mean and
+standard deviation of the rollout's (normalised) scores, and gives the values ``c + s V_t``.
 
 ``x_t`` reads only what the value of token ``t`` may know: the source and the response tokens before ``t``
 (``prefix_features``), plus with ``lexicon+sibling`` the normalised score of the other responses to the same source
@@ -20,11 +13,11 @@ in the rollout (``samples_per_prompt >= 2``; RLOO's baseline, valid because they
 response's tokens).
 
 Why hand-made features and not the policy's hidden states: a linear head on the last hidden state explains a few
-per cent of a return at best (``bench/critic_features.py``), so PPO's explained variance stayed at or below 0 on a
-quarter of the steps. Most of a score's spread is whether the rewrite is still a verbatim copy (the copy penalty:
-2.6 standard deviations), whether toxic words were kept, whether it blew up in length (that penalty), and how
-hard the source is, which these features carry and a second sample of the same source measures. Written by hand:
-no library has a critic for text rewrites.
+per cent of a return at best (``bench/critic_features.py``; docs/experiments/2026-11-30-critic-features-offline.md),
+while most of a score's spread is whether the rewrite is still a verbatim copy, whether toxic words were kept,
+whether it blew up in length and how hard the source is, which these features carry and a second sample of the same
+source measures. Written by hand: no library has a critic for text rewrites. ``rl/critics.py``'s ``FeatureCritic``
+is the PPO step's interface to it.
 """
 
 from __future__ import annotations

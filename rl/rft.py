@@ -42,11 +42,12 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 
-from detoxrl.config import DetoxParser, field_argv, run_cli, save_resolved_config
+from detoxrl.config import DetoxParser, assignments, run_cli, save_resolved_config
 from detoxrl.data import DataConfig, Pair, group_references, load_detox_data, write_instruction_json
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings
 from detoxrl.io import atomic_directory, atomic_write_text
+from detoxrl.model_card import OWN_JUDGES, PROJECT, before_after, table, write_model_card
 from detoxrl.log import setup_logging
 from detoxrl.models.runs import read_run
 from detoxrl.paths import resolve_path
@@ -55,6 +56,7 @@ from detoxrl.resume import checkpoints, latest_checkpoint
 from detoxrl.runcard import build_card, write_card
 from detoxrl.vocab import VocabConfig, load_lexicon
 from rewards.composite import CompositeReward, RewardConfig
+from rl.config import reward_alias
 from rl.rft_config import RFTConfig
 from rl.rft_select import Selection, Source, round_sources, select_pairs, source_pool
 
@@ -65,10 +67,13 @@ DATA = "data.jsonl"
 SELECTION = "selection.json"
 
 
-def parse(args=None):
-    from rl.ppo import reward_alias
+def parser() -> DetoxParser:
+    """The stage's parser: ``parser().parse(argv)``, or ``parser().parse_mapping(values, yaml)`` from Python."""
+    return DetoxParser(CONFIGS, prog="rl/rft.py", aliases=reward_alias)
 
-    return DetoxParser(CONFIGS, prog="rl/rft.py", aliases=reward_alias).parse(args)
+
+def parse(args=None):
+    return parser().parse(args)
 
 
 @dataclass
@@ -108,14 +113,6 @@ def check_inputs(cfg: RFTConfig):
     if not os.path.isfile(sft_config):
         raise UserError(f"sft_config '{cfg.sft_config}' not found (e.g. configs/sft/default.yaml)")
     return os.path.abspath(ref), start, sft_config
-
-
-def _override_args(items: list[str]) -> list[str]:
-    out: list[str] = []
-    for item in items:
-        name, _, value = item.partition("=")
-        out += [f"--{name.strip()}", value.strip()]
-    return out
 
 
 class RFTTrainer:
@@ -192,30 +189,30 @@ class RFTTrainer:
         atomic_write_text(os.path.join(rdir, SELECTION), json.dumps(sel.stats, indent=1) + "\n")  # written last
         return sel
 
-    def sft_argv(self, r: int, run_dir: str, resume: bool) -> list[str]:
-        """The ``sft/train.py`` command line of round ``r``, training from the model in ``run_dir``."""
+    def sft_configs(self, r: int, run_dir: str, resume: bool) -> tuple:
+        """Round ``r``'s supervised-stage configs: ``sft_config`` with the round's fields on top, training from the
+        model in ``run_dir``."""
+        from sft.train import parser
+
         cfg, rdir = self.cfg, self.round_dir(r)
-        vocab = []
-        for f in fields(VocabConfig):
-            value = getattr(self.vocab, f.name)
-            if value is not None and value != []:
-                vocab += field_argv(f.name, value)
-        prompt = []
-        for k, v in asdict(self.start_run.prompt_config()).items():
-            prompt += [f"--{k}", str(v)]
-        argv = ["--config", self.sft_config, "--dataset", os.path.join(rdir, DATA), "--dataset_format", "instruction",
-                "--deduplicate", "false", "--model_name_or_path", read_run(run_dir).weights, "--output_dir", rdir,
-                "--loss", cfg.sft_loss, "--learning_rate", str(cfg.sft_learning_rate),
-                "--per_device_train_batch_size", str(cfg.sft_batch_size), "--num_train_epochs", str(cfg.sft_epochs),
-                "--max_steps", "-1", "--save_steps", str(cfg.sft_save_steps), "--eval_strategy", "no",
-                "--guard_samples", "0", "--eval_max_pairs", str(max(1, len(self.dev_pairs))), "--seed",
-                str(cfg.seed + r), "--report_to", cfg.report_to, *vocab, *prompt, *_override_args(cfg.sft_overrides)]
-        return argv + (["--resume_from_checkpoint", "latest"] if resume else [])
+        values = {"dataset": os.path.join(rdir, DATA), "dataset_format": "instruction", "deduplicate": False,
+                  "model_name_or_path": read_run(run_dir).weights, "output_dir": rdir, "loss": cfg.sft_loss,
+                  "learning_rate": cfg.sft_learning_rate, "per_device_train_batch_size": cfg.sft_batch_size,
+                  "num_train_epochs": cfg.sft_epochs, "max_steps": -1, "save_steps": cfg.sft_save_steps,
+                  "eval_strategy": "no", "guard_samples": 0, "eval_max_pairs": max(1, len(self.dev_pairs)),
+                  "seed": cfg.seed + r, "report_to": cfg.report_to}
+        values.update({f.name: getattr(self.vocab, f.name) for f in fields(VocabConfig)
+                       if getattr(self.vocab, f.name) not in (None, [])})
+        values.update(asdict(self.start_run.prompt_config()))
+        values.update(assignments(cfg.sft_overrides))
+        if resume:
+            values["resume_from_checkpoint"] = "latest"
+        return parser().parse_mapping(values, self.sft_config)
 
-    def run_sft(self, argv: list[str]) -> dict:
-        from sft.train import run as sft_run
+    def run_sft(self, configs: tuple) -> dict:
+        from sft.train import run_configs
 
-        return sft_run(argv)
+        return run_configs(*configs)
 
     # ------------------------------------------------------------------------------------------ the run
     def _begin(self, resume) -> bool:
@@ -259,7 +256,7 @@ class RFTTrainer:
                 stats = self.sample_round(r, self.model_dir(self.state.model)).stats
             t1 = time.perf_counter()
             inner = [d for d in checkpoints(rdir)]
-            self.run_sft(self.sft_argv(r, self.model_dir(self.state.model), resume=partial and bool(inner)))
+            self.run_sft(self.sft_configs(r, self.model_dir(self.state.model), resume=partial and bool(inner)))
             for d in checkpoints(rdir):  # the SFT's own checkpoints served the mid-round resume
                 shutil.rmtree(d, ignore_errors=True)
             stats.update({"sft_s": round(time.perf_counter() - t1, 2), "round_s": round(time.perf_counter() - t0, 2),
@@ -310,38 +307,6 @@ def _fmt(metrics: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- saving
-MODEL_CARD = """---
-library_name: transformers
-base_model: {base}
-tags: [detoxification, text-style-transfer, detoxrl, rft]
----
-# {name}
-
-A detoxification model: it rewrites toxic text into polite text that keeps the meaning. Trained with
-[detoxrl](https://github.com/detoxrl/detoxrl)'s rejection-sampling fine-tuning (expert iteration) from the
-SFT model `{parent}`: each round samples {k} rewrites per training source, keeps the best one whose reward
-is >= {min_reward} (fallback: {fallback}) and fine-tunes on the kept pairs ({loss} loss).
-
-| setting | value |
-|---|---|
-| reward | {reward} |
-| rounds | {rounds} x {per_round} sources x {k} samples (temperature {temperature}) |
-| run time | {minutes:.1f} min |
-
-## Rounds
-
-| round | kept | fallback | score of all samples | best per source | kept | copy (all) | copy (kept) | minutes |
-|---:|---:|---:|---:|---:|---:|---:|---:|---:|
-{round_rows}
-
-## Dev metrics before and after ({n} dev inputs, greedy decoding)
-
-Scored with the reward's own judges; run `detox-eval` for judges independent of the reward.
-
-| metric | before | after |
-|---|---:|---:|
-{rows}
-"""
 
 
 def save_result(trainer: RFTTrainer, summary: dict, reward_text: str) -> None:
@@ -360,19 +325,22 @@ def save_result(trainer: RFTTrainer, summary: dict, reward_text: str) -> None:
              "metrics": summary_metrics(summary)}
     write_card(out, build_card(family, start.base_model or start.weights, start.prompt_config(), fmt,
                                start.generation(), extra))
-    before, after = summary.get("before", {}), summary.get("after", {})
-    rows = "\n".join(f"| {k} | {before.get(k, math.nan):.4f} | {after.get(k, math.nan):.4f} |"
-                     for k in sorted(set(before) | set(after))) or "| (not run: eval_samples 0) | - | - |"
-    round_rows = "\n".join(
-        f"| {s['round']} | {s['kept']} / {s['sources']} | {s['fallback']} | {s['reward_all']:.3f} | "
-        f"{s['reward_best']:.3f} | {s['reward_kept']:.3f} | {100 * s['copy_all']:.1f}% | "
-        f"{100 * _nan0(s['copy_kept']):.1f}% | {s['minutes']:.1f} |" for s in summary["log"])
-    atomic_write_text(os.path.join(out, "README.md"), MODEL_CARD.format(
-        base=start.base_model or start.weights, name=os.path.basename(os.path.abspath(out)),
-        parent=cfg.model_name_or_path, k=cfg.samples_per_source, min_reward=cfg.min_reward, fallback=cfg.fallback,
-        loss=cfg.sft_loss, reward=reward_text, rounds=summary["rounds"], per_round=cfg.sources_per_round,
-        temperature=cfg.temperature, minutes=summary.get("train_minutes", 0.0), round_rows=round_rows,
-        n=len(trainer.dev_sources), rows=rows))
+    round_rows = [[s["round"], f"{s['kept']} / {s['sources']}", s["fallback"], f"{s['reward_all']:.3f}",
+                   f"{s['reward_best']:.3f}", f"{s['reward_kept']:.3f}", f"{100 * s['copy_all']:.1f}%",
+                   f"{100 * _nan0(s['copy_kept']):.1f}%", f"{s['minutes']:.1f}"] for s in summary["log"]]
+    rounds = table(["round", "kept", "fallback", "score of all samples", "best per source", "kept", "copy (all)",
+                    "copy (kept)", "minutes"], round_rows, "r" * 9)
+    write_model_card(out, start.base_model or start.weights, ["rft"], (
+        f"Trained with {PROJECT}'s rejection-sampling fine-tuning (expert iteration) from the\nSFT model "
+        f"`{cfg.model_name_or_path}`: each round samples {cfg.samples_per_source} rewrites per training source, keeps "
+        f"the best one whose reward\nis >= {cfg.min_reward} (fallback: {cfg.fallback}) and fine-tunes on the kept "
+        f"pairs ({cfg.sft_loss} loss)."), {
+            "reward": reward_text,
+            "rounds": f"{summary['rounds']} x {cfg.sources_per_round} sources x {cfg.samples_per_source} samples "
+                      f"(temperature {cfg.temperature})",
+            "run time": f"{summary.get('train_minutes', 0.0):.1f} min"},
+        [("Rounds", rounds), (f"Dev metrics before and after ({len(trainer.dev_sources)} dev inputs, greedy decoding)",
+                              OWN_JUDGES + "\n\n" + before_after(summary.get("before", {}), summary.get("after", {})))])
 
 
 def summary_metrics(summary: dict) -> dict:
@@ -383,8 +351,27 @@ def summary_metrics(summary: dict) -> dict:
 
 
 def run(args=None) -> dict:
+    """The stage from a command line (``args``; default ``sys.argv``)."""
     setup_logging()
-    data_cfg, vocab_cfg, reward_cfg, cfg = parse(args)
+    return run_configs(*parse(args))
+
+
+def run_configs(data_cfg: DataConfig, vocab_cfg: VocabConfig, reward_cfg: RewardConfig, cfg: RFTConfig) -> dict:
+    """The stage from its parsed configs (``parse``'s four, in order): the rounds, then merged/, the cards and the
+    resolved config; returns the summary."""
+    start = time.perf_counter()
+    trainer = build_rft(data_cfg, vocab_cfg, reward_cfg, cfg)
+    summary = trainer.train(resume=cfg.resume_from_checkpoint)
+    summary["train_minutes"] = round((time.perf_counter() - start) / 60, 2)
+    save_result(trainer, summary, trainer.reward.describe())
+    save_resolved_config(os.path.join(cfg.output_dir, "resolved_config.yaml"), data_cfg, vocab_cfg, reward_cfg, cfg)
+    log.info("saved to %s: merged/, detoxrl.json, README.md (%.1f min)", cfg.output_dir, summary["train_minutes"])
+    return summary
+
+
+def build_rft(data_cfg: DataConfig, vocab_cfg: VocabConfig, reward_cfg: RewardConfig, cfg: RFTConfig) -> RFTTrainer:
+    """The ``RFTTrainer``, ready to ``train()``: one-line checks first (one process, the checkpoint to resume, the
+    start run), then the data (sources the SFT run never saw first), the dev sample and the reward."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("rft runs as one process (its rounds sample, score and train in turn); start it without "
                         "--num_processes / torchrun")
@@ -396,7 +383,6 @@ def run(args=None) -> dict:
     from transformers import set_seed
 
     set_seed(cfg.seed)
-    start = time.perf_counter()
     data = load_detox_data(data_cfg)
     sft_ref = resolve_path(cfg.model_name_or_path) or cfg.model_name_or_path
     used = sft_used_groups(sft_ref) if os.path.isdir(sft_ref) else None
@@ -409,13 +395,7 @@ def run(args=None) -> dict:
         dev_sources, dev_refs = [], []
     reward = CompositeReward(reward_cfg, vocab_cfg)
     log.info("reward: %s", reward.describe())
-    trainer = RFTTrainer(cfg, reward, pool, dev_sources, dev_refs, dev_pairs, load_lexicon(vocab_cfg), vocab_cfg)
-    summary = trainer.train(resume=cfg.resume_from_checkpoint)
-    summary["train_minutes"] = round((time.perf_counter() - start) / 60, 2)
-    save_result(trainer, summary, reward.describe())
-    save_resolved_config(os.path.join(cfg.output_dir, "resolved_config.yaml"), data_cfg, vocab_cfg, reward_cfg, cfg)
-    log.info("saved to %s: merged/, detoxrl.json, README.md (%.1f min)", cfg.output_dir, summary["train_minutes"])
-    return summary
+    return RFTTrainer(cfg, reward, pool, dev_sources, dev_refs, dev_pairs, load_lexicon(vocab_cfg), vocab_cfg)
 
 
 def main(args=None) -> int:

@@ -15,39 +15,10 @@ from dataclasses import replace
 
 from safetensors.torch import save_file
 
-from detoxrl.io import atomic_write_text
+from detoxrl.model_card import OWN_JUDGES, PROJECT, before_after, write_model_card
 from detoxrl.runcard import build_card, write_card
 from sft.save import save_folder, save_merged
 
-MODEL_CARD = """---
-library_name: transformers
-base_model: {base}
-tags: [detoxification, text-style-transfer, detoxrl, ppo]
----
-# {name}
-
-A detoxification model: it rewrites toxic text into polite text that keeps the meaning. Trained
-with [detoxrl](https://github.com/detoxrl/detoxrl)'s RL stage ({algorithm}) from the SFT model
-`{parent}`.
-
-| setting | value |
-|---|---|
-| policy | {family}, {finetuning}, adapter {policy_adapter} |
-| reward | {reward} |
-| steps | {steps} x {batch} rollouts |
-| run time | {minutes:.1f} min (training and both dev samples) |
-
-## Dev metrics before and after ({n} dev inputs, greedy decoding)
-
-Scored with the reward's own judges; run `detox-eval` for judges independent of the reward.
-
-| metric | before | after |
-|---|---:|---:|
-{rows}
-
-Load it like any transformers model from `merged/`; build prompts as `detoxrl.json` says, or use
-`detox --model <this folder>`.
-"""
 
 
 def save_policy(out: str, policy, model, model_cfg, stage: str, summary: dict, merge: bool) -> None:
@@ -104,9 +75,12 @@ def save_ppo_result(trainer, model_cfg, summary: dict, info: dict, module=None) 
     save_file(head, os.path.join(out, ".value_head.tmp"))
     os.replace(os.path.join(out, ".value_head.tmp"), os.path.join(out, "value_head.safetensors"))
     run = trainer.policy.run
-    before, after = summary.get("before", {}), summary.get("after", {})
-    rows = "\n".join(f"| {k} | {before.get(k, float('nan')):.4f} | {after.get(k, float('nan')):.4f} |"
-                     for k in sorted(set(before) | set(after)))
-    atomic_write_text(os.path.join(out, "README.md"), MODEL_CARD.format(
-        base=run.base_model or run.weights, name=os.path.basename(os.path.abspath(out)), parent=run.ref,
-        rows=rows, n=trainer.args.eval_samples, **info))
+    write_model_card(out, run.base_model or run.weights, [info["algorithm"].lower()],
+                     f"Trained with {PROJECT}'s RL stage ({info['algorithm']}) from the SFT model `{run.ref}`.", {
+                         "policy": f"{info['family']}, {info['finetuning']}, adapter {info['policy_adapter']}",
+                         "reward": info["reward"], "steps": f"{info['steps']} x {info['batch']} rollouts",
+                         "run time": f"{info['minutes']:.1f} min (training and both dev samples)"},
+                     [(f"Dev metrics before and after ({trainer.args.eval_samples} dev inputs, greedy decoding)",
+                       OWN_JUDGES + "\n\n" + before_after(summary.get("before", {}), summary.get("after", {})) +
+                       "\n\nLoad it like any transformers model from `merged/`; build prompts as `detoxrl.json` "
+                       "says, or use\n`detox --model <this folder>`.")])

@@ -8,25 +8,23 @@ Python reward. It uses TRL's ``selective_log_softmax``/``entropy_from_logits`` (
    responses to each (``rl/rollout.py``);
 2. score them with the composite reward, subtract ``truncation_penalty`` where no EOS came, and
    normalise (``reward_norm``);
-3. log-probs under the reference; log-probs and values under the current policy (recorded during
-   the first update pass when the rollout is a single micro-batch);
+3. log-probs under the reference; log-probs under the current policy (recorded during the first update pass
+   when the rollout is a single micro-batch) and the critic's values (``rl/critics.py``: the value head, the
+   head refitted in closed form, or the feature critic; the step never asks which);
 4. per-token rewards ``-(kl_coef / sigma) * KL_t`` plus the normalised score on the last token, with
    ``sigma`` the divisor of the score's normalisation (1 for ``reward_norm: none``), so ``kl_coef``
    is in raw score units per nat whatever ``reward_norm`` is; GAE, whitened advantages;
 5. ``ppo_epochs`` x ``num_mini_batches`` optimiser steps of the clipped policy loss plus
-   ``vf_coef`` x the clipped value loss, with gradient accumulation and clipping; the epochs stop
+   ``vf_coef`` x the critic's value loss, with gradient accumulation and clipping; the epochs stop
    early when a minibatch's approximate KL passes ``early_stop_kl``. During the first
    ``critic_warmup_steps`` steps only the value loss is optimised and the actor's weights do not move
    (its loss is masked and the values read the trunk's states detached, so its gradient is 0 even where
-   the backward call steps the optimiser, as under DeepSpeed); the critic (value head, and a separate
-   critic model) has its own AdamW group (``value_learning_rate``);
-   with ``value_replay_steps: K`` the head is frozen (out of AdamW) and refitted
-   after the epochs by ridge regression over the last K rollouts (``rl/value_fit.py``); with
-   ``value_features: lexicon*`` the values come from that fit on features of the rewrite instead
-   (``rl/feature_critic.py``), the head is frozen and there is no value loss;
+   the backward call steps the optimiser, as under DeepSpeed); the critic's weights (value head, and a
+   separate critic model) have their own AdamW group (``value_learning_rate``). After the epochs the critic
+   updates itself (``Critic.update``: a closed-form refit for the replay head and the feature critic);
 6. update the KL coefficient, log, checkpoint every ``save_steps`` (``rl/checkpoint.py``).
 
-``callbacks`` (``rl/callbacks.py``) hook into the rollout, the feature critic's refit and the end of each step.
+``callbacks`` (``rl/callbacks.py``) hook into the rollout, the critic's update and the end of each step.
 
 Generation, the reference pass and the dev evaluation (main process only) run on the full parameters under
 ZeRO-3/FSDP (``detoxrl/distributed.py``).
@@ -39,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -54,11 +52,10 @@ from detoxrl import distributed as dist
 from rl.config import DetoxPPOConfig
 from rl.core import (AdaptiveKLController, FixedKLController, RunningMoments, check_finite, explained_variance, gae,
                      kl_penalty, masked_mean, masked_whiten, normalisation_scale, normalise_scores, penalise_truncation,
-                     per_token_rewards, policy_loss, value_loss)
-from rl.feature_critic import FeatureCritic
+                     per_token_rewards, policy_loss)
+from rl.critics import make_critic
 from rl.policy import Policy
 from rl.rollout import Rollout, eos_ids, generate_rollout, length_caps
-from rl.value_fit import ValueReplay, rollout_moments
 from rl.value_head import ForwardOut, PolicyWithValue
 
 log = logging.getLogger("detoxrl")
@@ -77,7 +74,8 @@ class TrainerState:
 
 class DetoxPPOTrainer:
     def __init__(self, args: DetoxPPOConfig, policy: Policy, reward: CompositeReward, prompts: list[str],
-                 accelerator=None, evaluator=None, lexicon=None, callbacks=None):
+                 accelerator=None, evaluator=None, lexicon=None, callbacks=None, critic=None):
+        """``critic``: an ``rl.critics.Critic`` to use instead of the one ``args.critic_config`` names."""
         from accelerate import Accelerator
         from transformers import get_scheduler
 
@@ -96,15 +94,16 @@ class DetoxPPOTrainer:
                 disable_dropout_in_model(m)
         self.module = PolicyWithValue(policy.model, policy.family, policy.critic, pack=args.pack_sequences,
                                       max_packed_tokens=args.max_packed_tokens)
-        # the feature critic replaces the head, and the replay fit sets it: either way AdamW must not move it
-        self.head_replay = bool(args.value_replay_steps) and args.value_features == "hidden"
-        if args.value_features != "hidden" or self.head_replay:
-            self.module.value_head.requires_grad_(False)
+        ratio = getattr(getattr(reward, "cfg", None), "max_length_ratio", 2.0)  # the reward's blow-up threshold
+        self.critic = critic or make_critic(args.critic_config, policy.tokenizer, lexicon, args.samples_per_prompt,
+                                            ratio)
+        self.critic.attach(self.module)  # a head the critic sets (or does not read) is out of AdamW
         critic_params = [p for m in (self.module.value_head, self.module.critic) if m is not None
                          for p in m.parameters() if p.requires_grad]
         critic_ids = {id(p) for p in critic_params}
         self.actor_params = [p for p in self.module.parameters() if p.requires_grad and id(p) not in critic_ids]
-        value_lr = args.value_learning_rate if args.value_learning_rate is not None else args.learning_rate
+        value_lr = args.critic_config.learning_rate
+        value_lr = args.learning_rate if value_lr is None else value_lr
         self.optimizer = torch.optim.AdamW([{"params": self.actor_params, "lr": args.learning_rate},
                                             {"params": critic_params, "lr": value_lr}],
                                            lr=args.learning_rate, weight_decay=args.weight_decay,
@@ -126,18 +125,6 @@ class DetoxPPOTrainer:
         self.gen_kwargs = dict(do_sample=True, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                top_k=args.top_k, top_p=args.top_p)
         self.fused = args.micro_batch_size == args.rollout_batch_size
-        self.feature_critic = None
-        if args.value_features != "hidden":
-            if lexicon is None:
-                raise UserError(f"value_features {args.value_features} needs the toxic lexicon (lexicon_dir)")
-            ratio = getattr(getattr(reward, "cfg", None), "max_length_ratio", 2.0)  # the reward's blow-up threshold
-            self.feature_critic = FeatureCritic(args.value_features, policy.tokenizer, lexicon, args.value_replay_steps,
-                                                args.value_ridge, args.value_shrink, args.samples_per_prompt, ratio,
-                                                args.value_units)
-        # what checkpoints save: the head's replay fit, or the feature critic's buffer
-        self.head_params = list(self.module.value_head.parameters())
-        self.value_replay = (self.feature_critic.replay if self.feature_critic is not None else
-                             ValueReplay(args.value_replay_steps, args.value_ridge) if args.value_replay_steps else None)
 
     @property
     def unwrapped(self) -> PolicyWithValue:
@@ -152,7 +139,8 @@ class DetoxPPOTrainer:
         return [self.prompts[i] for i in idx.tolist() for _ in range(n)]
 
     def collect(self) -> tuple[Rollout, torch.Tensor, dict]:
-        """Generate, score, penalise truncation and normalise: ``(rollout, score (B,), reward stats)``."""
+        """Generate, score, penalise truncation and normalise: ``(rollout, score (B,), reward stats)``; the stats'
+        ``reward/norm_scale`` is the divisor of the normalisation (``advantages`` puts the KL in those units)."""
         t0 = time.perf_counter()
         sources = self.sample_sources()
         with dist.gathered(self.model, self.accelerator) as full:
@@ -162,8 +150,8 @@ class DetoxPPOTrainer:
         breakdown = self.reward(ro.sources, ro.texts)
         raw = penalise_truncation(breakdown.total, ro.truncated.cpu(), self.args.truncation_penalty)
         score = normalise_scores(raw, self.args.reward_norm, self.moments, self.args.reward_clip)
-        self.score_scale = normalisation_scale(raw, self.args.reward_norm, self.moments)
-        stats = {"reward/norm_scale": self.score_scale, **breakdown.means(), "reward/score": float(raw.mean()),
+        scale = normalisation_scale(raw, self.args.reward_norm, self.moments)
+        stats = {"reward/norm_scale": scale, **breakdown.means(), "reward/score": float(raw.mean()),
                  "rollout/truncated": float(ro.truncated.float().mean()),
                  "rollout/capped": float(ro.capped.float().mean()),
                  **{f"work/{k}": float(v) for k, v in ro.work.items()},
@@ -185,10 +173,12 @@ class DetoxPPOTrainer:
         return length_caps(n, a.max_new_tokens, a.max_new_tokens_ratio, a.max_new_tokens_extra)
 
     # ---------------------------------------------------------------------------------------------- advantages
-    def advantages(self, old: ForwardOut, ref_logprobs: torch.Tensor, score: torch.Tensor, mask: torch.Tensor, step: int):
-        """KL-shaped per-token rewards -> GAE -> (whitened advantages, returns, per-token KL)."""
+    def advantages(self, old: ForwardOut, ref_logprobs: torch.Tensor, score: torch.Tensor, mask: torch.Tensor, step: int,
+                   scale: float = 1.0):
+        """KL-shaped per-token rewards -> GAE -> (whitened advantages, returns, per-token KL); ``scale``: the divisor
+        of the scores' normalisation, so the KL penalty is ``kl_coef`` per nat in raw score units."""
         kl = kl_penalty(old.logprobs, ref_logprobs, self.args.kl_estimator) * mask
-        rewards = per_token_rewards(score, kl, self.kl_ctl.value / self.score_scale, mask)
+        rewards = per_token_rewards(score, kl, self.kl_ctl.value / scale, mask)
         adv, returns = gae(rewards, old.values, mask, self.args.gamma, self.args.lam)
         if self.args.whiten_advantages and mask.sum() > 1:
             adv = masked_whiten(adv, mask)
@@ -201,6 +191,7 @@ class DetoxPPOTrainer:
         a, step = self.args, self.state.step + 1
         t0 = time.perf_counter()
         ro, score, stats = self.collect()
+        scale = stats["reward/norm_scale"]
         mask = ro.response_mask
         t_ref = time.perf_counter()
         with torch.no_grad(), dist.gathered(self.model, self.accelerator) as full, self.policy.reference() as ref:
@@ -209,19 +200,15 @@ class DetoxPPOTrainer:
         stats["time/reference_s"] = t_update - t_ref
         stats["work/scored_tokens"] = float(self.unwrapped.scored_tokens(*ro.tensors()))
         old = adv = returns = kl = None
-        replay = self.head_replay  # the head's replay fit reads the first pass's features
-        head = self.feature_critic is None  # else the values come from the feature critic, and no value loss
-        if not head:
-            t_feat = time.perf_counter()
-            critic_x = self.feature_critic.features(ro.sources, ro.response.cpu(), mask.cpu(), score)
-            critic_values = self.feature_critic.values(critic_x, mask)
-            stats["time/critic_features_s"] = time.perf_counter() - t_feat
+        critic = self.critic  # rl/critics.py: values, value loss and refit, whichever strategy it is
+        critic_in, critic_stats = critic.prepare(ro, score, mask)
+        stats.update(critic_stats)
         if not self.fused:
             with torch.no_grad():
-                old = self.model(*ro.tensors(), temperature=a.temperature, with_values=head,
-                                 with_features=replay).detached()
-            old = old if head else replace(old, values=critic_values)
-            adv, returns, kl = self.advantages(old, ref_logprobs, score, mask, step)
+                old = self.model(*ro.tensors(), temperature=a.temperature, with_values=critic.head_values,
+                                 with_features=critic.needs_features).detached()
+            old = critic.values(old, critic_in, mask)
+            adv, returns, kl = self.advantages(old, ref_logprobs, score, mask, step, scale)
         acc = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "vf_clipfrac", "approx_kl", "entropy")}
         stopped = False
         # critic warm-up: the actor's loss is masked and the values read the trunk's states detached, so the actor's
@@ -236,16 +223,16 @@ class DetoxPPOTrainer:
                 for micro in mb.split(a.micro_batch_size):
                     micro = micro.to(mask.device)
                     with self.accelerator.accumulate(self.model):
-                        out = self.model(*ro.tensors(micro), temperature=a.temperature, with_values=head,
-                                         with_features=replay and old is None, critic_only=warmup)
+                        out = self.model(*ro.tensors(micro), temperature=a.temperature,
+                                         with_values=critic.head_values,
+                                         with_features=critic.needs_features and old is None, critic_only=warmup)
                         if old is None:  # fused first pass: the current policy IS the rollout policy
-                            old = out.detached() if head else replace(out.detached(), values=critic_values)
-                            adv, returns, kl = self.advantages(old, ref_logprobs, score, mask, step)
+                            old = critic.values(out.detached(), critic_in, mask)
+                            adv, returns, kl = self.advantages(old, ref_logprobs, score, mask, step, scale)
                         m = mask[micro]
                         pg, clipfrac, approx_kl = policy_loss(out.logprobs, old.logprobs[micro], adv[micro], m,
                                                               a.clip_range)
-                        vf, vf_clipfrac = (value_loss(out.values, old.values[micro], returns[micro], m,
-                                                      a.clip_range_value) if head else (pg.new_zeros(()),) * 2)
+                        vf, vf_clipfrac = critic.loss(out, old, returns, micro, m, a.clip_range_value)
                         # warm-up: 0 * pg keeps every parameter in the graph (DDP) with a zero gradient
                         loss = (0.0 if warmup else 1.0) * pg + a.vf_coef * vf
                         check_finite("loss", loss, step)
@@ -268,17 +255,13 @@ class DetoxPPOTrainer:
                     break
             if stopped:
                 break
-        if self.head_replay:
-            stats.update(self.refit_value_head(old, returns, mask))
-        elif not head:
-            call(self.callbacks, "on_critic_update", self, critic_x, critic_values, returns, mask)
-            fit = self.feature_critic.update(critic_x, returns, mask, self._sum_moments)
-            stats.update({f"ppo/{k}": v for k, v in fit.items()})
+        call(self.callbacks, "on_critic_update", self, critic_in, old.values, returns, mask)
+        stats.update(critic.update(self, critic_in, old, returns, mask))
         seq_kl = float((kl.sum(1)).mean())
         self.kl_ctl.update(self._mean_all(seq_kl), B * self.accelerator.num_processes)
         stats.update({f"ppo/{k}": sum(v) / len(v) for k, v in acc.items() if v})
         stats.update({"ppo/kl": seq_kl, "ppo/kl_coef": self.kl_ctl.value,
-                      "ppo/kl_coef_normalised": self.kl_ctl.value / self.score_scale,
+                      "ppo/kl_coef_normalised": self.kl_ctl.value / scale,
                       "ppo/critic_warmup": float(warmup), "ppo/early_stopped": float(stopped),
                       "ppo/explained_variance": explained_variance(old.values, returns, mask),
                       "ppo/lr": self.scheduler.get_last_lr()[0], "ppo/value_lr": self.scheduler.get_last_lr()[-1],
@@ -287,16 +270,7 @@ class DetoxPPOTrainer:
         self.state.step = step
         return self._reduce(stats)
 
-    def refit_value_head(self, old: ForwardOut, returns: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-        """Add this rollout's (features, returns) statistics, summed over processes, to the replay buffer and set
-        the head to the ridge fit on it: every process fits the same head from the same numbers."""
-        self.value_replay.add(self._sum_moments(rollout_moments(old.features, returns, mask)))
-        w, b, fit = self.value_replay.fit()
-        with dist.writable(self.head_params, self.accelerator):
-            self.unwrapped.value_head.set(w, b)
-        return {f"ppo/{k}": v for k, v in fit.items()}
-
-    def _sum_moments(self, moments: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def sum_over_processes(self, moments: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A rollout's replay statistics summed over processes (every process then fits the same critic)."""
         if self.accelerator.num_processes == 1:
             return moments

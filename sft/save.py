@@ -16,46 +16,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from detoxrl.io import atomic_directory, atomic_write_text
+from detoxrl.io import atomic_directory
 
-MODEL_CARD = """---
-library_name: {library}
-base_model: {base}
-tags: [detoxification, text-style-transfer, detoxrl]
----
-# {name}
-
-A detoxification model: it rewrites toxic text into polite text that keeps the meaning.
-Trained with [detoxrl](https://github.com/detoxrl/detoxrl)'s supervised stage.
-
-| setting | value |
-|---|---|
-| base model | `{base}` ({family}) |
-| fine-tuning | {finetuning} |
-| loss | {loss} |
-| prompt format | {prompt_format} |
-| train pairs | {train_pairs} |
-| steps | {steps} |
-| training time | {train_minutes:.1f} min |
-
-## Dev metrics ({guard_n} dev inputs, greedy decoding)
-
-| metric | value |
-|---|---|
-{metric_rows}
-
-Copy rate: output equals input after lowercasing and dropping punctuation. Lexicon toxicity: share
-of texts with a word from the toxic word list. ChrF: sacrebleu chrF against all references, 0-1.
-
-## Use
-
-```python
-from transformers import AutoTokenizer, {auto}
-model = {auto}.from_pretrained("merged")
-tokenizer = AutoTokenizer.from_pretrained("merged")
-```
-The prompt must be built the way training built it: see `detoxrl.json` (`prompt`).
-"""
 
 
 def save_folder(model, tokenizer, path: str) -> None:
@@ -96,9 +58,19 @@ def save_merged(model, tokenizer, model_cfg, family: str, adapter_dir: str, path
 
 
 def write_model_card(output_dir: str, info: dict, metrics: dict) -> None:
-    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    """The SFT run's card (``detoxrl/model_card.py``): settings, dev metrics and how to load it."""
+    from detoxrl.model_card import PROJECT, cell, table, write_model_card as write
+
     auto = "AutoModelForSeq2SeqLM" if info["family"] == "seq2seq" else "AutoModelForCausalLM"
-    text = MODEL_CARD.format(metric_rows=rows, auto=auto, library="transformers", **info)
-    atomic_write_text(os.path.join(output_dir, "README.md"), text)
-
-
+    use = (f"```python\nfrom transformers import AutoTokenizer, {auto}\nmodel = {auto}.from_pretrained(\"merged\")\n"
+           "tokenizer = AutoTokenizer.from_pretrained(\"merged\")\n```\nThe prompt must be built the way training "
+           "built it: see `detoxrl.json` (`prompt`).")
+    metric_text = (table(["metric", "value"], [[k, cell(v)] for k, v in metrics.items()]) +
+                   "\n\nCopy rate: output equals input after lowercasing and dropping punctuation. Lexicon toxicity: "
+                   "share\nof texts with a word from the toxic word list. ChrF: sacrebleu chrF against all references, "
+                   "0-1.")
+    write(output_dir, info["base"], [], f"Trained with {PROJECT}'s supervised stage.", {
+        "base model": f"`{info['base']}` ({info['family']})", "fine-tuning": info["finetuning"], "loss": info["loss"],
+        "prompt format": info["prompt_format"], "train pairs": info["train_pairs"], "steps": info["steps"],
+        "training time": f"{info['train_minutes']:.1f} min"},
+        [(f"Dev metrics ({info['guard_n']} dev inputs, greedy decoding)", metric_text), ("Use", use)])

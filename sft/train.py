@@ -20,6 +20,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
 import logging
 import random
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -45,8 +46,14 @@ log = logging.getLogger("detoxrl")
 CONFIGS = [SFTDataConfig, VocabConfig, DetoxModelConfig, PromptConfig, DetoxSFTConfig]
 
 
+def parser() -> DetoxParser:
+    """The stage's parser: ``parser().parse(argv)`` for a command line, ``parser().parse_mapping(values, yaml)`` from
+    Python."""
+    return DetoxParser(CONFIGS, prog="sft/train.py")
+
+
 def parse(args=None):
-    return DetoxParser(CONFIGS, prog="sft/train.py").parse(args)
+    return parser().parse(args)
 
 
 def check_quantization(model_cfg: DetoxModelConfig) -> None:
@@ -60,12 +67,45 @@ def check_quantization(model_cfg: DetoxModelConfig) -> None:
 
 
 def run(args=None) -> dict:
+    """The stage from a command line (``args``; default ``sys.argv``)."""
     setup_logging()
-    data_cfg, vocab_cfg, model_cfg, prompt_cfg, train_args = parse(args)
+    return run_configs(*parse(args))
+
+
+def run_configs(data_cfg: SFTDataConfig, vocab_cfg: VocabConfig, model_cfg: DetoxModelConfig, prompt_cfg: PromptConfig,
+                train_args: DetoxSFTConfig) -> dict:
+    """The stage from its parsed configs (``parse``'s five, in order): train, check, save; returns the summary."""
     resume = resolve_resume(train_args.resume_from_checkpoint, train_args.output_dir, kind="sft")
+    push = claim_push(train_args)
+    trainer = build_sft(data_cfg, vocab_cfg, model_cfg, prompt_cfg, train_args)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    minutes = (time.perf_counter() - start) / 60
+    summary = save_sft_run(trainer, result.training_loss, minutes)
+    if push and trainer.is_world_process_zero():
+        push_run(train_args.output_dir, train_args.hub_model_id, train_args.hub_private_repo, train_args.hub_token,
+                 "detoxrl sft")
+    return summary
+
+
+@dataclass
+class SFTRun:
+    """What ``build_sft`` read besides the trainer, for ``save_sft_run`` (``trainer.sft_run``)."""
+
+    configs: tuple
+    formatter: PromptFormatter
+    family: str
+    train_pairs: int
+    mask_stats: dict
+    guard: IdentityGuard | None
+
+
+def build_sft(data_cfg: SFTDataConfig, vocab_cfg: VocabConfig, model_cfg: DetoxModelConfig, prompt_cfg: PromptConfig,
+              train_args: DetoxSFTConfig):
+    """The supervised stage's trainer (``DetoxSeq2SeqTrainer`` or ``DetoxCausalTrainer``), ready to ``train()``:
+    checks before any model loads, then the data, the toxic vocabulary, the model, the features, the guard."""
     check_quantization(model_cfg)
     check_model_config(model_cfg.model_name_or_path)  # a broken config.json fails before the data loads
-    push = claim_push(train_args)
     train_args.label_names = ["labels"]
     train_args.prediction_loss_only = True
     train_args.remove_unused_columns = False
@@ -106,14 +146,20 @@ def run(args=None) -> dict:
     # the logger, not trainer.log: a Trainer log before train() opens tensorboard's writer in ./runs, not output_dir
     log.info("toxic-mask statistics: %s", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                  for k, v in mask_stats.items() if isinstance(v, (int, float))))
+    trainer.sft_run = SFTRun((data_cfg, vocab_cfg, model_cfg, prompt_cfg, train_args), formatter, family, len(data.train),
+                             mask_stats, guard)
+    return trainer
 
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
-    minutes = (time.perf_counter() - start) / 60
+
+def save_sft_run(trainer, train_loss: float, minutes: float) -> dict:
+    """The final evaluation (and guard), then adapter/, merged/, resolved config, detoxrl.json and the model card in
+    ``output_dir``; returns the summary. Collective under ZeRO-3/FSDP (every process calls it)."""
+    r = trainer.sft_run
+    data_cfg, vocab_cfg, model_cfg, prompt_cfg, train_args = r.configs
+    tok, family, formatter, mask_stats, guard = trainer.processing_class, r.family, r.formatter, r.mask_stats, r.guard
     metrics = final_eval_metrics(trainer)
-
     out = train_args.output_dir
-    summary = {"train_loss": result.training_loss, "train_minutes": round(minutes, 2), **mask_stats,
+    summary = {"train_loss": train_loss, "train_minutes": round(minutes, 2), **mask_stats,
                **{k: v for k, v in metrics.items() if isinstance(v, float)}}
     adapter_dir = os.path.join(out, "adapter")
     sharded = params_sharded(trainer.accelerator)
@@ -135,13 +181,11 @@ def run(args=None) -> dict:
                                  "eval_chrf")}
         write_model_card(out, {"name": os.path.basename(os.path.abspath(out)), "base": model_cfg.model_name_or_path,
                          "family": family, "finetuning": model_cfg.finetuning, "loss": _loss_name(train_args),
-                         "prompt_format": formatter.format, "train_pairs": f"{len(data.train):,}",
+                         "prompt_format": formatter.format, "train_pairs": f"{r.train_pairs:,}",
                          "steps": trainer.state.global_step, "train_minutes": minutes,
                          "guard_n": len(guard.sources) if guard else 0}, card_metrics)
         log.info("saved to %s: adapter/, %sREADME.md, detoxrl.json (%.1f min)", out,
                  "merged/, " if train_args.merge_adapter and model_cfg.finetuning != "full" else "", minutes)
-        if push:
-            push_run(out, train_args.hub_model_id, train_args.hub_private_repo, train_args.hub_token, "detoxrl sft")
     return summary
 
 

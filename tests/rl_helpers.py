@@ -66,13 +66,14 @@ def ppo_args(out, **kw) -> DetoxPPOConfig:
 
 
 def make_trainer(model_dir: str, out, reward=None, finetuning: str = "full", seed: int = 0, policy_adapter="new",
-                 critic="shared", lexicon=None, callbacks=None, **kw) -> DetoxPPOTrainer:
+                 critic="shared", lexicon=None, callbacks=None, strategy=None, **kw) -> DetoxPPOTrainer:
+    """``critic``: the policy's critic model (shared | separate); ``strategy``: an ``rl.critics.Critic`` instance."""
     set_seed(seed)
     mc = DetoxModelConfig(model_name_or_path=model_dir, finetuning=finetuning, lora_r=4, lora_alpha=8,
                           lora_target_modules=["all-linear"])
     policy = load_policy(mc, policy_adapter, critic)
     return DetoxPPOTrainer(ppo_args(out, **kw), policy, reward or CharShareReward(), PROMPTS, lexicon=lexicon,
-                           callbacks=callbacks)
+                           callbacks=callbacks, critic=strategy)
 
 
 def straight_and_resumed(run: str, tmp_path, **kw) -> tuple[DetoxPPOTrainer, DetoxPPOTrainer]:

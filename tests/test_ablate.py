@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from detoxrl.errors import ConfigError
-from orchestration.ablate import eval_argv, load_config, main, ppo_argv, run
+from orchestration.ablate import eval_values, load_config, main, ppo_values, run
 from tests.grid_helpers import build_tiny_sentence_encoder, mtimes, tiny_eval_overrides, write_yaml
 from tests.rl_helpers import make_run
 
@@ -147,17 +147,17 @@ def test_grid_config_errors_are_one_line(tmp_path):
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "ablation", "*.yaml"))),
                          ids=os.path.basename)
 def test_shipped_grids_parse(path):
-    from evaluation.evaluate import parse as eval_parse
-    from rl.ppo import parse as ppo_parse
+    from evaluation.evaluate import parser as eval_parser
+    from rl.ppo import parser as ppo_parser
 
     cfg = load_config(path)
     assert len(cfg.variants) >= 4 and cfg.output_dir.startswith("outputs/ablation/")
     forms, norms = set(), set()
     for v in cfg.variants:
-        _, _, _, reward, ppo = ppo_parse(ppo_argv(cfg, v.overrides, "/tmp/unused"))
+        _, _, _, reward, ppo = ppo_parser().parse_mapping(ppo_values(cfg, v.overrides, "/tmp/unused"), cfg.base_config)
         forms.add(reward.form)
         norms.add(ppo.reward_norm)
     assert forms == {"product", "weighted_sum"} and norms == {"running", "none"}
     if path.endswith("reward.yaml"):  # the grid's documented runs: the value head, 30 steps of 16 x 1
         assert (ppo.value_features, ppo.rollout_batch_size, ppo.samples_per_prompt, ppo.max_steps) == ("hidden", 16, 1, 30)
-    eval_parse(eval_argv(cfg, ["duplicate"], "/tmp/unused"))
+    eval_parser().parse_mapping(eval_values(cfg, ["duplicate"], "/tmp/unused"), cfg.eval_config)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from detoxrl import infer
+from evaluation import infer
 from detoxrl.data import cli as data_cli
 from evaluation import evaluate
 from feedback import cli as feedback_cli
@@ -147,7 +147,7 @@ CASES = {
     "detox-input-not-utf8": Case("detox", ["--model", NOPE, "--input", "{bad}", "--output", "{tmp}/o.txt"],
                                  err="--input '{bad}': line 2, byte 17: not UTF-8 (byte 0xff)", absent=["{tmp}/o.txt"]),
     "detox-input-binary": Case("detox", ["--model", NOPE, "--input", "{bin}"], err="--input '{bin}': line 1, byte"),
-    "detox-input-missing": Case("detox", ["--model", NOPE, "--input", "{tmp}/nope.txt"], err="is not a file"),
+    "detox-input-missing": Case("detox", ["--model", NOPE, "--input", "{tmp}/nope.txt"], err="nope.txt' not found"),
     "detox-stdin-not-utf8-keeps-the-lines-before": Case(
         "detox", ["--model", "{model}", "--max_new_tokens", "2"], stdin=BAD_LINE2, model=True,
         err="stdin: line 2, byte 17: not UTF-8", check="one_output_line"),
@@ -528,7 +528,7 @@ def _closed_pipe(err, **_):
 
 def _ctrl_c_after_two(monkeypatch):
     """Ctrl-C while the second chunk of an --input file is being rewritten (chunks of 2 lines)."""
-    from detoxrl import infer
+    from evaluation import infer
 
     real, calls = infer.Detoxifier._rewrite, []
 
@@ -548,7 +548,7 @@ def _disk_full_after_two(monkeypatch):
     import builtins
     import errno
 
-    from detoxrl import infer
+    from evaluation import infer
 
     class FullDisk:
         def __init__(self, fh):

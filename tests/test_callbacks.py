@@ -23,7 +23,7 @@ class Recorder(PPOCallback):
 
     def on_critic_update(self, trainer, critic_input, values, returns, mask):
         assert values.shape == returns.shape == mask.shape
-        self.calls.append(("critic", trainer.state.step, torch.equal(values, trainer.feature_critic.values(
+        self.calls.append(("critic", trainer.state.step, torch.equal(values, trainer.critic.fit.values(
             critic_input, mask))))
 
     def on_step_end(self, trainer, stats):

@@ -66,7 +66,7 @@ def test_judges_go_on_this_process_gpu(run, toy_data, tmp_path, monkeypatch):
         return parsed
 
     monkeypatch.setattr(ppo, "parse", parse_then_fake_cuda)
-    monkeypatch.setattr(ppo, "CompositeReward", reward)
+    monkeypatch.setattr("rewards.composite.CompositeReward", reward)  # rl/build.py imports it when it builds
     tsv, lex = toy_data
     with pytest.raises(StopAfterReward):
         ppo.run(["--model_name_or_path", run, "--dataset", str(tsv), "--lexicon_dir", str(lex), "--lexicons",

@@ -1,11 +1,13 @@
 """The README and the docs/ pages stay true to the repository.
 
-* every relative link (``[text](path)``, ``![alt](path)``, ``path#heading``) in README.md and docs/*.md points to
-  a file inside the repository, and a ``#heading`` in a markdown page points to one of its headings (GitHub's
-  anchor rules);
+* every relative link (``[text](path)``, ``![alt](path)``, ``path#heading``) in README.md, docs/*.md and
+  docs/experiments/*.md points to a file inside the repository, and a ``#heading`` in a markdown page points to one
+  of its headings (GitHub's anchor rules);
 * every command shown as ``detoxrl <sub>`` or ``detox-<name>`` is a real sub-command (``orchestration/cli.py``) or
   console script (``pyproject.toml``), and ``feedback`` / ``data`` sub-commands name a real one of theirs;
-* README.md is at most 300 lines and links every docs/*.md page;
+* README.md is at most 300 lines and links every docs/*.md page and docs/experiments/README.md;
+* every dated write-up is a page ``docs/experiments/YYYY-MM-DD-<topic>.md`` that opens with its title and the line
+  ``Date: YYYY-MM-DD. Commit: <short hash>.`` (its file's date), and docs/experiments/README.md links each one;
 * no table row holding a figure is stated twice across the pages (a figure lives in one place).
 
 Hand-written with regular expressions rather than a markdown library: the project has no markdown dependency,
@@ -23,6 +25,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
+EXPERIMENTS = os.path.join(ROOT, "docs", "experiments")
+EXPERIMENTS_INDEX = os.path.join(EXPERIMENTS, "README.md")
 MAX_README_LINES = 300
 
 FENCE = re.compile(r"^\s*(```|~~~).*?^\s*\1[^\n]*$", re.M | re.S)
@@ -35,11 +39,23 @@ SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 DETOXRL_CMD = re.compile(r"(?<![\w/.-])detoxrl[ \t]+([a-z][a-z0-9-]*)(?:[ \t]+([a-z][a-z0-9|\\-]*))?")
 ALIAS_CMD = re.compile(r"(?<![\w/.-])detox-([a-z][a-z0-9-]*)(?:[ \t]+([a-z][a-z0-9|\\-]*))?")
 FIGURE = re.compile(r"\d\.\d|\d%")
+EXPERIMENT_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})-[a-z0-9]+(?:-[a-z0-9]+)*\.md$")
+EXPERIMENT_HEAD = re.compile(r"\A# \S[^\n]*\n\nDate: (\d{4}-\d{2}-\d{2})\. Commit: ([0-9a-f]{7,40})\.\n")
 
 
 def pages() -> list[str]:
     """README.md and every docs/*.md page."""
     return [README] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+
+
+def experiment_pages() -> list[str]:
+    """The dated write-ups, docs/experiments/YYYY-MM-DD-<topic>.md (not their README.md index)."""
+    return sorted(p for p in glob.glob(os.path.join(EXPERIMENTS, "*.md")) if p != EXPERIMENTS_INDEX)
+
+
+def all_pages() -> list[str]:
+    """Every page whose links, commands and figures are checked: README.md, docs/*.md and docs/experiments/*.md."""
+    return pages() + sorted(glob.glob(os.path.join(EXPERIMENTS, "*.md")))
 
 
 def read(path: str) -> str:
@@ -159,6 +175,20 @@ def unknown_commands(text: str, subs: set[str], scripts: set[str], nested: dict[
     return problems
 
 
+def experiment_head_problems(page: str, text: str | None = None) -> list[str]:
+    """What is wrong with a dated write-up's file name and opening (title, blank line, ``Date: ... Commit: ...``)."""
+    text = read(page) if text is None else text
+    name = EXPERIMENT_NAME.match(os.path.basename(page))
+    if not name:
+        return [f"{rel(page)}: not named YYYY-MM-DD-<topic>.md"]
+    head = EXPERIMENT_HEAD.match(text)
+    if not head:
+        return [f"{rel(page)}: does not open with '# <title>', a blank line and 'Date: YYYY-MM-DD. Commit: <hash>.'"]
+    if head.group(1) != name.group(1):
+        return [f"{rel(page)}: Date {head.group(1)} is not the date of its file name"]
+    return []
+
+
 def figure_rows(text: str) -> list[str]:
     """Table rows (outside code) that hold a figure, whitespace normalised."""
     rows = []
@@ -172,12 +202,12 @@ def figure_rows(text: str) -> list[str]:
 # ------------------------------------------------------------------------------------------------ the docs
 
 
-@pytest.mark.parametrize("page", pages(), ids=rel)
+@pytest.mark.parametrize("page", all_pages(), ids=rel)
 def test_relative_links_resolve(page):
     assert broken_links(page) == []
 
 
-@pytest.mark.parametrize("page", pages(), ids=rel)
+@pytest.mark.parametrize("page", all_pages(), ids=rel)
 def test_commands_shown_are_real(page):
     subs, scripts, nested = real_commands()
     assert unknown_commands(read(page), subs, scripts, nested) == []
@@ -188,16 +218,29 @@ def test_readme_is_short():
     assert n <= MAX_README_LINES, f"README.md has {n} lines (at most {MAX_README_LINES}): move details to docs/"
 
 
+def linked_from(page: str) -> set[str]:
+    """The files ``page`` links to (relative links, anchors dropped), as absolute paths."""
+    return {os.path.normpath(os.path.join(os.path.dirname(page), t.partition("#")[0]))
+            for t in link_targets(read(page)) if not SCHEME.match(t)}
+
+
 def test_readme_links_every_docs_page():
-    linked = {os.path.normpath(os.path.join(ROOT, t.partition("#")[0])) for t in link_targets(read(README))
-              if not SCHEME.match(t)}
-    missing = [rel(p) for p in pages()[1:] if p not in linked]
+    linked = linked_from(README)
+    missing = [rel(p) for p in pages()[1:] + [EXPERIMENTS_INDEX] if p not in linked]
     assert missing == [], f"docs pages not linked from README.md: {missing}"
+
+
+def test_experiment_pages_are_dated_and_indexed():
+    assert experiment_pages(), "no dated write-ups in docs/experiments/"
+    assert [problem for page in experiment_pages() for problem in experiment_head_problems(page)] == []
+    linked = linked_from(EXPERIMENTS_INDEX)
+    missing = [rel(p) for p in experiment_pages() if p not in linked]
+    assert missing == [], f"write-ups not listed in docs/experiments/README.md: {missing}"
 
 
 def test_no_table_row_with_a_figure_is_stated_twice():
     where = defaultdict(list)
-    for page in pages():
+    for page in all_pages():
         for row in figure_rows(read(page)):
             where[row].append(rel(page))
     repeated = {row: places for row, places in where.items() if len(places) > 1}
@@ -230,7 +273,7 @@ def test_checker_finds_unknown_commands():
     subs, scripts, nested = {"sft", "feedback"}, {"detox-sft", "detox-feedback"}, {"feedback": {"serve", "add"}}
     text = "\n".join([
         "```bash", "detoxrl sft --config x.yaml", "detoxrl sftt --config x.yaml", "detoxrl feedback serve",
-        "detoxrl feedback serv", "detox-feedback add", "detox-sftt", "from detoxrl.infer import Detoxifier", "```",
+        "detoxrl feedback serv", "detox-feedback add", "detox-sftt", "from evaluation.infer import Detoxifier", "```",
         "Prose: detoxrl rewrites text (not code, not a command). `detoxrl feedback serve\\|add\\|lst`",
         "`detoxrl-toxicity-minilm` `detoxrl <sub>` `detoxrl --help` `detoxrl sft --config",
         "x.yaml` (a code span wrapped onto the next line) then `detoxrl sfx`",
@@ -239,6 +282,19 @@ def test_checker_finds_unknown_commands():
         "detoxrl sftt: no such sub-command", "detoxrl feedback serv: no such command",
         "detoxrl feedback lst: no such command", "detoxrl sfx: no such sub-command", "detox-sftt: no such console script",
     ]
+
+
+def test_checker_finds_badly_opened_experiment_pages():
+    page = os.path.join(EXPERIMENTS, "2026-12-02-some-topic.md")  # never written
+    good = "# A title\n\nDate: 2026-12-02. Commit: ab35244.\n\nText.\n"
+    assert experiment_head_problems(page, good) == []
+    assert experiment_head_problems(page, good.replace("2026-12-02.", "2026-12-01.")) == [
+        "docs/experiments/2026-12-02-some-topic.md: Date 2026-12-01 is not the date of its file name"]
+    assert experiment_head_problems(page, "# A title\n\nText.\n") == [
+        "docs/experiments/2026-12-02-some-topic.md: does not open with '# <title>', a blank line and "
+        "'Date: YYYY-MM-DD. Commit: <hash>.'"]
+    assert experiment_head_problems(os.path.join(EXPERIMENTS, "notes.md"), good) == [
+        "docs/experiments/notes.md: not named YYYY-MM-DD-<topic>.md"]
 
 
 def test_slug_follows_github():

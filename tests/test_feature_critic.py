@@ -170,26 +170,26 @@ def test_samples_per_prompt_repeats_each_source():
 def test_trainer_step_takes_its_values_from_the_feature_critic(run, tmp_path):
     tr = make_trainer(run, tmp_path / "out", lexicon=LEX, value_features="lexicon+sibling", samples_per_prompt=2,
                       value_replay_steps=2, value_ridge=0.1, value_shrink=0.5, max_steps=3, learning_rate=1e-2,
-                      reward_norm="running", value_units="rollout")
-    assert tr.feature_critic.units == "rollout"
+                      reward_norm="running")
+    assert tr.critic.fit.units == "raw"
     head = tr.unwrapped.value_head
     assert not any(p.requires_grad for p in head.parameters())
     seen = []
     original = tr.advantages
 
-    def spy(old, ref_logprobs, score, mask, step):
-        x = tr.feature_critic.features(tr._last_samples[0].sources, tr._last_samples[0].response.cpu(), mask.cpu(), score)
-        seen.append((old.values.clone(), tr.feature_critic.values(x, mask), x))
-        return original(old, ref_logprobs, score, mask, step)
+    def spy(old, ref_logprobs, score, mask, step, scale):
+        x = tr.critic.fit.features(tr._last_samples[0].sources, tr._last_samples[0].response.cpu(), mask.cpu(), score)
+        seen.append((old.values.clone(), tr.critic.fit.values(x, mask), x))
+        return original(old, ref_logprobs, score, mask, step, scale)
 
     tr.advantages = spy
     for step in (1, 2, 3):
         stats = tr.step()
         values, expected, x = seen[-1]
         torch.testing.assert_close(values, expected)  # GAE ran on the feature critic's values
-        assert x.scale != 1.0  # in the rollout's units
+        assert x.scale == 1.0  # raw units (value_units rollout is bench/critic_shadows.py's)
         assert math.isfinite(stats["ppo/explained_variance"]) and stats["ppo/value_loss"] == 0
-        assert len(tr.value_replay.buffer) == min(step, 2)
+        assert len(tr.critic.replay.buffer) == min(step, 2)
         assert x.x.shape[-1] == len(PREFIX_FEATURES) + 1
         ro = tr._last_samples[0]
         assert ro.sources[0::2] == ro.sources[1::2]
@@ -222,8 +222,6 @@ def test_feature_critic_config_checks():
         cfg(value_shrink=0.0)
     with pytest.raises(ValueError, match="reads no model: set critic shared"):
         cfg(value_features="lexicon", value_replay_steps=4, critic="separate")
-    with pytest.raises(ValueError, match="value_units rollout is read by the feature critic only"):
-        cfg(value_units="rollout")
 
 
 def test_grpo_ignores_the_ppo_critic_of_the_default_config(caplog):
@@ -233,7 +231,7 @@ def test_grpo_ignores_the_ppo_critic_of_the_default_config(caplog):
     with caplog.at_level("WARNING", logger="detoxrl"):
         args = DetoxPPOConfig(output_dir="x", report_to="none", algorithm="grpo", rollout_batch_size=32,
                               samples_per_prompt=2, value_features="lexicon+sibling", value_replay_steps=4,
-                              value_ridge=0.03, value_shrink=0.5, critic_warmup_steps=5, value_units="rollout")
+                              value_ridge=0.03, value_shrink=0.5, critic_warmup_steps=5)
     assert {k: getattr(args, k) for k in PPO_CRITIC_OFF} == PPO_CRITIC_OFF
     assert "samples_per_prompt 2" in caplog.text and "value_features lexicon+sibling" in caplog.text
     assert args.rollout_batch_size == 32

@@ -111,7 +111,7 @@ def completion_logprob(folder: str, prompt_text: str, completion: str) -> float:
 
 
 def greedy(folder: str, texts: list[str]) -> list[str]:
-    from detoxrl.infer import Detoxifier
+    from evaluation.infer import Detoxifier
 
     return Detoxifier.from_pretrained(folder, device="cpu", max_new_tokens=12)(texts)
 

@@ -14,7 +14,7 @@ import torch
 
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings
-from detoxrl.infer import Detoxifier, default_model, main
+from evaluation.infer import Detoxifier, default_model, main
 from detoxrl.models.embedded import smollm2_gguf_path
 
 TOXIC = "you are a stupid idiot"
@@ -89,7 +89,7 @@ def test_a_text_with_newlines_is_rewritten_line_by_line(detoxifiers, monkeypatch
         seen.append(list(texts))
         return [f"R({t})\nmore" if t else "" for t in texts]  # a model that writes a newline
 
-    monkeypatch.setattr("detoxrl.infer.generate_rewrites", fake)
+    monkeypatch.setattr("evaluation.infer.generate_rewrites", fake)
     assert det("a\r\n\nb") == "R(a) more\n\nR(b) more"
     assert seen == [["a", "", "b"]]
     assert det(["x", "y\nz"]) == ["R(x) more", "R(y) more\nR(z) more"]
@@ -128,9 +128,9 @@ def test_overlong_input_is_truncated_with_one_warning(detoxifiers, monkeypatch, 
     assert budget is not None and 0 < budget < 256 - det.settings.max_new_tokens
     calls = record_generate(monkeypatch, det)
     long = "you are a stupid idiot and nobody likes you " * 60
-    with caplog.at_level(logging.WARNING, logger="detoxrl.infer"):
+    with caplog.at_level(logging.WARNING, logger="evaluation.infer"):
         outs = det([long, "shut up", long])
-    warnings = [r for r in caplog.records if r.name == "detoxrl.infer"]
+    warnings = [r for r in caplog.records if r.name == "evaluation.infer"]
     assert len(outs) == 3 and len(warnings) == 1 and "2 of 3 input lines" in warnings[0].getMessage()
     ids = calls[0][0]
     assert ids.shape[1] + det.settings.max_new_tokens <= 256
@@ -138,16 +138,16 @@ def test_overlong_input_is_truncated_with_one_warning(detoxifiers, monkeypatch, 
     assert prompt.endswith("<|im_start|>assistant\n")  # the text was cut, never the template's end
     assert long[:100] in prompt
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="detoxrl.infer"):
+    with caplog.at_level(logging.WARNING, logger="evaluation.infer"):
         det(["shut up"])
-    assert not [r for r in caplog.records if r.name == "detoxrl.infer"]
+    assert not [r for r in caplog.records if r.name == "evaluation.infer"]
 
 
 def test_user_max_input_length_cuts_a_t5_input(runs, monkeypatch, caplog):
     det = Detoxifier.from_pretrained(runs["t5"], max_input_length=4)
     assert det.input_budget() == 4  # tiny T5 has no position limit, so the user's is the only one
     calls = record_generate(monkeypatch, det)
-    with caplog.at_level(logging.WARNING, logger="detoxrl.infer"):
+    with caplog.at_level(logging.WARNING, logger="evaluation.infer"):
         det(TOXIC)
     prompt = det.formatter.tokenizer.decode(calls[0][0][0], skip_special_tokens=True)
     assert prompt.startswith("detoxify: you") and len(prompt) < len(f"detoxify: {TOXIC}")
@@ -207,7 +207,7 @@ def cli(runs, *args, kind="t5"):
 
 
 def test_cli_text_mode_prints_one_line_per_input(runs, capsys, monkeypatch):
-    monkeypatch.setattr("detoxrl.infer.generate_rewrites", lambda m, f, texts, s, progress=False:
+    monkeypatch.setattr("evaluation.infer.generate_rewrites", lambda m, f, texts, s, progress=False:
                         [f"polite {t}" if t else "" for t in texts])
     assert cli(runs, TOXIC, "shut up") == 0
     assert capsys.readouterr().out == f"polite {TOXIC}\npolite shut up\n"
@@ -228,7 +228,7 @@ def test_cli_file_mode_keeps_the_line_count(runs, tmp_path, capsys):
 
 def test_cli_stdin_to_stdout(runs, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{TOXIC}\n\nshut up\n"))
-    monkeypatch.setattr("detoxrl.infer.generate_rewrites", lambda m, f, texts, s, progress=False:
+    monkeypatch.setattr("evaluation.infer.generate_rewrites", lambda m, f, texts, s, progress=False:
                         [t.upper() for t in texts])
     assert cli(runs, "--batch_size", "2") == 0
     assert capsys.readouterr().out == f"{TOXIC.upper()}\n\nSHUT UP\n"
@@ -236,7 +236,7 @@ def test_cli_stdin_to_stdout(runs, capsys, monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "/no/such/model", "hi"], "does not exist"),
-    (["--input", "/no/such/input.txt"], "is not a file"),
+    (["--input", "/no/such/input.txt"], "/no/such/input.txt' not found"),
     (["--input", "x.txt", "hi"], "not both"),
     (["--batch_size", "0", "hi"], "batch_size must be >= 1"),
 ])
@@ -247,10 +247,10 @@ def test_cli_errors_are_one_line_exit_2(runs, capsys, args, message):
 
 
 def test_default_model_is_the_first_trained_run(runs, tmp_path, monkeypatch):
-    monkeypatch.setattr("detoxrl.infer.DEFAULT_MODELS", (str(tmp_path / "ppo"), runs["llama"]))
+    monkeypatch.setattr("evaluation.infer.DEFAULT_MODELS", (str(tmp_path / "ppo"), runs["llama"]))
     assert default_model(None) == runs["llama"]
     assert default_model("smollm2") == "smollm2"
-    monkeypatch.setattr("detoxrl.infer.DEFAULT_MODELS", (str(tmp_path / "ppo"),))
+    monkeypatch.setattr("evaluation.infer.DEFAULT_MODELS", (str(tmp_path / "ppo"),))
     with pytest.raises(UserError, match="pass --model"):
         default_model(None)
 

@@ -52,9 +52,9 @@ def test_return_is_raw_score_minus_kl_in_score_units(mode):
     sigma = normalisation_scale(raw, mode, moments)
     mu = {"none": 0.0, "whiten": float(raw.mean()), "running": moments.mean}[mode]
     fake = SimpleNamespace(args=SimpleNamespace(kl_estimator="k1", gamma=1.0, lam=1.0, whiten_advantages=False),
-                           kl_ctl=SimpleNamespace(value=beta), score_scale=sigma)
+                           kl_ctl=SimpleNamespace(value=beta))
     old = SimpleNamespace(logprobs=logp, values=torch.zeros_like(logp))
-    _, returns, kl = DetoxPPOTrainer.advantages(fake, old, ref, score, mask, step=1)
+    _, returns, kl = DetoxPPOTrainer.advantages(fake, old, ref, score, mask, step=1, scale=sigma)
     seq_kl = ((logp - ref) * mask).sum(1)
     assert returns[:, 0] == pytest.approx(((raw - mu - beta * seq_kl) / sigma).tolist(), abs=1e-5)
     assert sigma != pytest.approx(1.0) or mode == "none"  # the modes really differ

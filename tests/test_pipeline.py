@@ -125,7 +125,12 @@ def test_preset_output_dir_shares_a_stand_alone_run(tiny_dir, toy_data, tmp_path
                       "eval": str(tmp_path / "pipe" / "eval")}
     assert p.parse("ppo")[2].model_name_or_path == p.dirs["sft"]
     assert p.stage("sft").plan()[0] == "fresh"
-    sft_train.run(p.argv("sft"))  # what `sft/train.py --config ... --output_dir alone/sft` does
+    from detoxrl.config import field_argv
+
+    cli = ["--config", p.sections["sft"]["config"]]  # what `sft/train.py --config ... --output_dir alone/sft` does
+    for key, value in p.values("sft").items():
+        cli += field_argv(key, value)
+    sft_train.run(cli)
     assert p.stage("sft").plan() == ("reuse", "finished with the same config")
 
     other = Pipeline(preset, output_root=str(tmp_path / "elsewhere"))

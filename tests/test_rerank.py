@@ -13,7 +13,7 @@ import torch
 
 from detoxrl.errors import ConfigError, UserError
 from detoxrl.generate import GenerationSettings, generate_rewrites, sample_candidates
-from detoxrl.infer import Detoxifier, main as detox_main
+from evaluation.infer import Detoxifier, main as detox_main
 from detoxrl.rerank import Reranked, best_of_n, pick_best, rerank
 
 TEXTS = ["you are a stupid idiot", "shut up", "", "this is some bullshit , shut the fuck up", "what a stupid day"]
@@ -160,10 +160,10 @@ def test_detoxifier_best_of_uses_the_reranker_and_greedy_stays_the_default(run, 
 
 
 def test_best_of_with_beam_search_is_refused_before_the_model_loads(run, tmp_path, monkeypatch):
-    import detoxrl.infer as infer
+    import evaluation.infer as infer
 
     monkeypatch.setattr(infer, "load_trained", lambda *a, **k: pytest.fail("the model must not load"))
-    monkeypatch.setattr(infer, "load_reranker", lambda *a, **k: pytest.fail("the reranker must not load"))
+    monkeypatch.setattr(infer, "load_reward_scorer", lambda *a, **k: pytest.fail("the reranker must not load"))
     with pytest.raises(ConfigError, match="best_of 4 samples its candidates and cannot be combined with num_beams 2"):
         Detoxifier.from_pretrained(run, best_of=4, num_beams=2)
     beams = tmp_path / "beams"
@@ -231,7 +231,7 @@ def test_eval_best_of_system_matches_a_direct_best_of_n_call(run, tmp_path, toy_
     """detox-eval's ``tiny@best_of=3`` row holds exactly what best_of_n gives with the same model, settings and
     reranking reward; its timings are in eval.json, and a reranker sharing a judge's model is warned about."""
     from evaluation.evaluate import load_test_set, main as eval_main, parse
-    from rewards.rerank import load_reward_scorer
+    from rewards.scorer import load_reward_scorer
 
     tsv, lex = toy_data
     rerank_cfg = tmp_path / "rerank.yaml"
@@ -328,7 +328,7 @@ def test_best_of_n_reranks_with_the_reward_the_run_was_trained_with(tmp_path):
     rerank_config given wins; a folder without one falls back to configs/rewards/default.yaml."""
     import yaml
 
-    from rewards.rerank import reward_source
+    from rewards.scorer import reward_source
 
     run = tmp_path / "run"
     (run / "merged").mkdir(parents=True)

@@ -139,6 +139,7 @@ def test_missing_shipped_classifiers_are_trained_once_on_first_use(tmp_path, mon
     def fake_run(cfg, data_cfg):
         calls.append((cfg.output_dir, cfg.use_paradetox, cfg.seed, data_cfg.dataset, cfg.num_threads))
         torch.set_num_threads(1)  # what train_toxicity.run does with its own num_threads
+        torch.manual_seed(cfg.seed)  # and its seed
         time.sleep(0.3)  # long enough for the other thread to reach the lock
         os.makedirs(cfg.output_dir)
         for name in ("config.json", "model.safetensors"):
@@ -161,14 +162,19 @@ def test_missing_shipped_classifiers_are_trained_once_on_first_use(tmp_path, mon
     assert len(calls) == 1  # a check does not train
     threads = torch.get_num_threads()
     torch.set_num_threads(threads + 1)  # a count the fake training's set_num_threads(1) cannot match by chance
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
     try:
         resolve_classifier_ref("detoxrl-toxicity-minilm-external")
         kept = torch.get_num_threads()
+        drawn = torch.rand(3)
     finally:
         torch.set_num_threads(threads)
     threads += 1
     assert calls[-1][1:3] == (False, 1)
     assert calls[-1][4] == threads and kept == threads  # the caller's threads, kept after
+    assert torch.equal(drawn, expected)  # and its random stream: training on first use does not reseed the run
 
 
 def test_detoxify_refuses_untrusted_pickle(tmp_path):

@@ -175,7 +175,7 @@ def test_resume_mid_round_gives_the_uninterrupted_result(setup, tmp_path, monkey
 
 
 def test_entry_point_writes_a_loadable_run_folder_with_unseen_sources_first(setup, toy_data, tmp_path):
-    from detoxrl.infer import Detoxifier
+    from evaluation.infer import Detoxifier
     from rl.rft import main
 
     run_dir, data, _ = setup

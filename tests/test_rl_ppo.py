@@ -40,7 +40,7 @@ def test_ppo_writes_a_loadable_run_folder(tiny_dir, toy_data, tmp_path, kind, fa
     assert card["generation"]["max_new_tokens"] == 8  # carried over from the SFT card
     assert "| reward_total |" in (out / "README.md").read_text()
 
-    from detoxrl.infer import Detoxifier
+    from evaluation.infer import Detoxifier
 
     det = Detoxifier.from_pretrained(str(out))
     assert isinstance(det("you are a stupid idiot"), str)

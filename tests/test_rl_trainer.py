@@ -90,7 +90,7 @@ def _spy_step(tr):
     seen = []
     original = tr.advantages
 
-    def spy(old, ref_logprobs, score, mask, step):
+    def spy(old, ref_logprobs, score, mask, step, scale=1.0):
         ro = tr._last_samples[0]
         temperature = tr.args.temperature
         with torch.no_grad():
@@ -104,7 +104,7 @@ def _spy_step(tr):
                 -1, ro.response[st.rows, st.cols, None])[:, 0], ro.response.shape)
         seen.append(dict(ro=ro, old=old, ref=ref_logprobs, score=score.clone(), mask=mask, fresh=fresh,
                          fresh_ref=fresh_ref, plain_lp=plain_lp, kl_coef=tr.kl_ctl.value))
-        return original(old, ref_logprobs, score, mask, step)
+        return original(old, ref_logprobs, score, mask, step, scale)
 
     tr.advantages = spy
     return seen

@@ -74,8 +74,8 @@ def test_default_ppo_config_holds_the_measured_defaults():
 
     data, vocab, model, reward, args = parse(["--config", os.path.join(ROOT, "configs", "rl", "default.yaml")])
     assert (args.max_steps, args.rollout_batch_size, args.samples_per_prompt, args.mini_batch_size) == (50, 64, 2, 16)
-    assert (args.value_features, args.value_replay_steps, args.value_ridge, args.value_shrink, args.value_units,
-            args.critic_warmup_steps) == ("lexicon+sibling", 4, 0.03, 0.5, "raw", 2)
+    assert (args.value_features, args.value_replay_steps, args.value_ridge, args.value_shrink,
+            args.critic_warmup_steps) == ("lexicon+sibling", 4, 0.03, 0.5, 2)
     assert (model.model_name_or_path, model.finetuning, args.seed) == ("outputs/sft/default", "lora", 42)
     *_, old = parse(["--config", os.path.join(ROOT, "configs", "rl", "value_head.yaml")])
     assert (old.max_steps, old.rollout_batch_size, old.samples_per_prompt, old.mini_batch_size) == (200, 16, 1, 16)

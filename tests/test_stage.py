@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from detoxrl.errors import UserError
-from orchestration.stage import RESOLVED, Stage, capture, comparable, config_diff, fingerprint, to_argv
+from orchestration.stage import RESOLVED, Stage, capture, comparable, config_diff, fingerprint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CFG = {"Train": {"learning_rate": 0.1, "max_steps": 4, "report_to": "none", "save_steps": 2}}
 
@@ -75,12 +77,29 @@ def test_fingerprint_follows_the_card(tmp_path):
     assert fingerprint("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-def test_to_argv_renders_like_the_yaml_parser():
-    assert to_argv({"w_fluency": 0, "merge_adapter": False, "lora_target_modules": ["all-linear"],
-                    "reward": {"weights": {"toxicity": 2}}}) == [
-        "--w_fluency", "0", "--merge_adapter", "false", "--lora_target_modules", "all-linear",
-        "--reward.weights.toxicity", "2"]
-    assert to_argv({"value_ridge": None}) == ["--value_ridge", "null"]
+def test_parse_mapping_reads_values_as_the_yaml_parser_reads_a_file(tmp_path):
+    """The stages set each other's fields through ``DetoxParser.parse_mapping``: the same configs as a YAML file
+    holding those values, aliases and nested names included; the mapping wins over its config file."""
+    from detoxrl.errors import ConfigError
+    from rl.ppo import parse, parser
+
+    base = os.path.join(ROOT, "configs", "rl", "default.yaml")
+    values = {"w_fluency": 0, "merge_adapter": False, "lora_target_modules": ["q_proj", "v_proj"],
+              "reward": {"weights": {"toxicity": 2}}, "critic": {"shrink": 0.25}, "max_new_tokens_ratio": None,
+              "output_dir": str(tmp_path / "out")}
+    yaml_file = tmp_path / "same.yaml"
+    yaml_file.write_text(f"extends: {base}\n" + yaml.safe_dump(values))
+    from detoxrl.config import resolved_config_dict
+
+    assert resolved_config_dict(*parser().parse_mapping(values, base)) == \
+        resolved_config_dict(*parse(["--config", str(yaml_file)]))
+    data, vocab, model, reward, args = parser().parse_mapping(values, base)
+    assert (reward.w_fluency, reward.w_toxicity, args.value_shrink, args.merge_adapter, args.max_new_tokens_ratio,
+            model.lora_target_modules) == (0, 2, 0.25, False, None, ["q_proj", "v_proj"])
+    with pytest.raises(ConfigError, match="unknown field 'w_fluncy'; did you mean 'w_fluency'"):
+        parser().parse_mapping({"w_fluncy": 0}, base)
+    with pytest.raises(ConfigError, match="field 'w_toxicity' is a mapping"):
+        parser().parse_mapping({"w_toxicity": {"a": 1}}, base)
 
 
 def test_capture_tees_output_and_logs_into_the_file(tmp_path, capsys):

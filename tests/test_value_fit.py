@@ -149,14 +149,14 @@ def test_trainer_step_refits_the_head_from_the_buffer(run, tmp_path):
     for step in (1, 2, 3):
         stats = tr.step()
         assert math.isfinite(stats["ppo/explained_variance"]) and "ppo/value_ridge" in stats
-        assert len(tr.value_replay.buffer) == min(step, 2)
-        w, b, _ = tr.value_replay.fit()  # the head IS the fit on the buffer (AdamW never moved it after)
+        assert len(tr.critic.replay.buffer) == min(step, 2)
+        w, b, _ = tr.critic.replay.fit()  # the head IS the fit on the buffer (AdamW never moved it after)
         torch.testing.assert_close(head.summary.weight.detach()[0], w.float())
         torch.testing.assert_close(head.summary.bias.detach()[0], b.float())
     assert stats["ppo/value_ridge"] in RIDGE_GRID and math.isfinite(stats["ppo/value_fit_heldout_ev"])
     assert float(head.summary.weight.detach().abs().sum()) > 0
     # every token of the rollout is in the buffer: the count is the number of valid response tokens
-    assert float(tr.value_replay.buffer[-1]["n"]) == pytest.approx(stats["rollout/response_length"] * 8)
+    assert float(tr.critic.replay.buffer[-1]["n"]) == pytest.approx(stats["rollout/response_length"] * 8)
     # AdamW never stepped the head (no moments for it), so the second epoch's values are still the fit's
     assert all(p not in tr.optimizer.state for p in head.parameters())
     assert len(tr.optimizer.state) > 0
@@ -168,8 +168,8 @@ def test_resume_restores_the_replay_buffer(run, tmp_path):
     keys = ("ppo/explained_variance", "ppo/value_loss", "ppo/value_ridge", "reward/score")
     assert [[e[k] for k in keys] for e in resumed.state.log_history] == \
         [[e[k] for k in keys] for e in straight.state.log_history]
-    assert len(resumed.value_replay.buffer) == 3
-    for a, b in zip(straight.value_replay.buffer, resumed.value_replay.buffer):
+    assert len(resumed.critic.replay.buffer) == 3
+    for a, b in zip(straight.critic.replay.buffer, resumed.critic.replay.buffer):
         assert all(torch.equal(a[k], b[k]) for k in a)
     torch.testing.assert_close(resumed.unwrapped.value_head.summary.weight, straight.unwrapped.value_head.summary.weight,
                                rtol=0, atol=0)

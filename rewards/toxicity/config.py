@@ -12,6 +12,13 @@ from typing import Literal
 
 # Built by ``detox-train-toxicity``; the ``hf`` backend loads it from the detoxrl cache.
 DEFAULT_TOXICITY_MODEL = "detoxrl-toxicity-minilm"
+
+
+def default_classifier_dir(name: str = DEFAULT_TOXICITY_MODEL) -> str:
+    """``<detoxrl cache>/models/<name>`` (default name: ``detoxrl-toxicity-minilm``)."""
+    from detoxrl.paths import cache_dir
+
+    return os.path.join(cache_dir(), "models", name)
 DETOXIFY_MODELS = ("original", "unbiased", "multilingual", "original-small", "unbiased-small")
 TOXICITY_BACKENDS = ("hf", "detoxify", "lexicon")
 

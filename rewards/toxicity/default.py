@@ -17,15 +17,9 @@ from __future__ import annotations
 import os
 
 from detoxrl.errors import UserError
-from detoxrl.paths import cache_dir
-from rewards.toxicity.config import DEFAULT_TOXICITY_MODEL
+from rewards.toxicity.config import DEFAULT_TOXICITY_MODEL, default_classifier_dir
 
 TRAIN_COMMAND = "detoxrl train-toxicity"
-
-
-def default_classifier_dir(name: str = DEFAULT_TOXICITY_MODEL) -> str:
-    """``<detoxrl cache>/models/<name>`` (default name: ``detoxrl-toxicity-minilm``)."""
-    return os.path.join(cache_dir(), "models", name)
 
 
 def is_trained(folder: str) -> bool:
@@ -101,12 +95,14 @@ def train_on_first_use(ref: str, folder: str) -> None:
 
         start = time.perf_counter()
         # this process's own threads (the load average it would otherwise go by still counts the stage before it),
-        # and left as they were for the stage that asked
+        # and left as they were for the stage that asked; so is torch's random state (training seeds it), so a run
+        # that trains the classifier on first use samples exactly as a run that finds it trained
         threads = torch.get_num_threads()
         cfg, data_cfg = DetoxParser([train_toxicity.TrainToxicityConfig, DataConfig], prog=TRAIN_COMMAND).parse(
             [*train_argv(ref), "--num_threads", str(threads)])
         try:
-            train_toxicity.run(cfg, data_cfg)
+            with torch.random.fork_rng():
+                train_toxicity.run(cfg, data_cfg)
         finally:
             torch.set_num_threads(threads)
         log.info("toxicity classifier '%s' trained in %.1f min", ref, (time.perf_counter() - start) / 60)

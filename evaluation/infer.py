@@ -6,7 +6,7 @@
     detox --model outputs/sft/default --num_beams 4 --max_new_tokens 48 "..."
     detox --model outputs/rl/default --best_of 8 --temperature 0.7 "..."   # best-of-n (docs/best-of-n.md)
 
-    from detoxrl.infer import Detoxifier
+    from evaluation.infer import Detoxifier
     detox = Detoxifier.from_pretrained("outputs/sft/default")   # or a merged/ folder, hub id, smollm2
     detox("you are a stupid idiot")      # -> str
     detox(["first", "second"])           # -> list[str]
@@ -48,7 +48,8 @@ from detoxrl.config import DetoxParser, prog_name, run_cli
 from detoxrl.devices import check_device, resolve_device, set_torch_threads
 from detoxrl.errors import UserError
 from detoxrl.generate import GenerationSettings, generate_rewrites
-from detoxrl.rerank import Reranked, Scorer, best_of_n, load_reranker
+from detoxrl.rerank import Reranked, Scorer, best_of_n
+from rewards.scorer import load_reward_scorer
 from detoxrl.io import atomic_write_text, through_link
 from detoxrl.log import setup_logging
 from detoxrl.runcard import has_card
@@ -60,7 +61,7 @@ from detoxrl.prompts import PromptFormatter
 from detoxrl import validate
 from detoxrl.validate import ENCODING_HELP, check_generation
 
-log = logging.getLogger("detoxrl.infer")
+log = logging.getLogger("evaluation.infer")
 
 DEFAULT_MODELS = ("outputs/rl/default", "outputs/sft/default")
 LIMIT_MARGIN = 2  # a text may tokenize a token or two longer inside the template than alone
@@ -119,7 +120,7 @@ class Detoxifier:
         except UserError as exc:
             raise UserError(f"model '{path_or_id}': its card's decoding with the settings given: {exc}") from None
         if settings.best_of > 1 and reranker is None:
-            reranker = load_reranker(rerank_config, path_or_id)
+            reranker = load_reward_scorer(rerank_config, path_or_id)
         trained = load_trained(path_or_id, dtype=dtype)
         settings = replace(trained.generation, **overrides)
         model = trained.model.to(resolve_device(device))
@@ -299,13 +300,6 @@ def default_model(model: str | None) -> str:
                     "or smollm2 for the untrained base)")
 
 
-def read_lines(path: str, errors: str = "strict") -> list[str]:
-    """The lines of a UTF-8 text file (no trailing empty line for a final newline); see ``detoxrl.validate``."""
-    if not os.path.isfile(path):
-        raise UserError(f"--input '{path}' is not a file")
-    return validate.read_lines(path, f"--input '{path}'", errors)
-
-
 def write_lines(path: str, lines: Iterable[str]) -> None:
     """Write one line per item to ``path`` atomically (nothing is left half-written on a crash)."""
     atomic_write_text(path, "".join(f"{line}\n" for line in lines))
@@ -367,7 +361,7 @@ def _main(args: list[str] | None) -> None:
         raise UserError(f"{prog_name('detox')}: --{exc}") from None
     if cfg.output:  # before any work, so no rewrite is thrown away at the end
         validate.check_output_file(cfg.output, "--output")
-    lines = read_lines(cfg.input, cfg.encoding_errors) if cfg.input else None
+    lines = validate.read_lines(cfg.input, f"--input '{cfg.input}'", cfg.encoding_errors) if cfg.input else None
     check_model_config(default_model(cfg.model))
     set_torch_threads(cfg.num_threads)
     detox = Detoxifier.from_pretrained(default_model(cfg.model), device=cfg.device, dtype=cfg.dtype,

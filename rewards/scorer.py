@@ -8,7 +8,8 @@ Which reward (``reward_source``): the config file when one is given; else the ``
 recorded in its ``resolved_config.yaml`` (PPO, GRPO, RLOO and RFT runs do), so best-of-n reranks with what the
 model was trained on; else ``configs/rewards/default.yaml``. The config is a reward YAML (``RewardConfig`` keys;
 ``VocabConfig`` keys are accepted too, for ``toxicity_backend: lexicon``). ``detoxrl/rerank.py`` batches the
-candidates and picks the best; this module only turns a config into the function it calls.
+candidates and picks the best; this module only turns a config into the function it calls (the detox commands'
+reranker: the RL reward itself, whose home is here).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from detoxrl.errors import UserError
 from detoxrl.paths import resolve_path
 from detoxrl.vocab import VocabConfig
 from rewards.composite import CompositeReward, RewardBreakdown, RewardConfig
+
+DEFAULT_RERANK_CONFIG = "configs/rewards/default.yaml"
 
 
 class RewardScorer:
@@ -53,7 +56,6 @@ def reward_source(path: str | None, model: str | None = None) -> tuple[RewardCon
     """``(reward, vocabulary, where they came from)``: ``path`` if given, else the reward recorded by the run at
     ``model``, else ``DEFAULT_RERANK_CONFIG`` (module docstring)."""
     from detoxrl.models.runs import resolved_section
-    from detoxrl.rerank import DEFAULT_RERANK_CONFIG
 
     run = resolve_path(model) or model if model and not path else None
     recorded = resolved_section(run, "RewardConfig") if run else None
