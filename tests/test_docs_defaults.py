@@ -69,6 +69,11 @@ def quotes(text: str) -> list[tuple[int, str, str]]:
 
 def same(quoted: str, default) -> bool:
     value = yaml.safe_load(quoted) if quoted else ""
+    if isinstance(value, str) and isinstance(default, float):  # YAML reads 5e-5 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            return False
     if isinstance(default, (list, tuple)) and not isinstance(value, list):
         value = [value]
     if isinstance(default, tuple):
