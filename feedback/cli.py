@@ -115,11 +115,12 @@ class ExportArgs:
 
     store: str = field(default=DEFAULT_STORE, metadata={"help": "The feedback store."})
     output: str | None = field(default=None, metadata={"help": "File to write (required)."})
-    what: Literal["records", "pairs", "verdicts"] = field(
+    what: Literal["records", "pairs", "verdicts", "preference"] = field(
         default="records",
         metadata={"help": "records: every record (.jsonl, exact, or .csv, where a cell starting with = + - @ gets a "
                   "leading ' against spreadsheet formula injection); pairs: corrections and accepted rewrites as "
-                  "instruction JSON(L), what detox-sft reads; verdicts: (input, output, label) JSONL."})
+                  "instruction JSON(L), what detox-sft reads; verdicts: (input, output, label) JSONL; preference: "
+                  "(prompt, chosen, rejected) JSONL in TRL's preference format (feedback/preference.py)."})
     model_version: list[str] = field(default_factory=list, metadata={"help": "Only records of these versions."})
 
 
@@ -327,6 +328,20 @@ def export(args: ExportArgs) -> None:
         pairs = feedback_data(records).pairs
         write_instruction_json([Pair(p.source, p.target) for p in pairs], path)
         print(f"wrote {len(pairs)} SFT pairs (corrections and accepted rewrites) from {len(records)} records to {path}")
+        return
+    if args.what == "preference":
+        if not lower.endswith(".jsonl"):
+            raise UserError(f"--output '{path}': preference pairs are written as .jsonl")
+        from feedback.preference import export_rows, preference_pairs
+
+        prefs = preference_pairs(records)
+        if not prefs.pairs:
+            raise UserError(f"store '{args.store}' has no preference pairs in its {len(records)} records (a rejected "
+                            "rewrite with a correction, or an accepted and a rejected rewrite of the same input)")
+        atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in export_rows(prefs)))
+        c = prefs.counts()
+        print(f"wrote {len(prefs.pairs)} preference pairs ({c['from_corrections']} from corrections, "
+              f"{c['across_records']} across records) from {len(records)} records to {path}")
         return
     if args.what == "verdicts":
         if not lower.endswith(".jsonl"):

@@ -60,6 +60,7 @@ from detoxrl.errors import UserError
 from detoxrl.io import atomic_write_text
 from detoxrl.paths import resolve_path
 from detoxrl.prompts import PromptConfig
+from feedback.preference import preference_pairs
 from feedback.store import FeedbackRecord, FeedbackStore
 from detoxrl.hub_push import check_push, push_run
 from detoxrl.runcard import build_card, find_card, has_card, read_card, write_card
@@ -108,9 +109,10 @@ class FeedbackTrainConfig:
         metadata={"help": "More supervised-stage fields as name=value, e.g. guard_samples=16 lora_r=8 (see "
                   "sft/train.py --help)."})
     # steps 2 and 3: verdicts
-    verdicts: Literal["auto", "kto", "reward_model", "none"] = field(
+    verdicts: Literal["auto", "kto", "dpo", "orpo", "reward_model", "none"] = field(
         default="auto", metadata={"help": "auto: KTO for causal models, the feedback reward model for seq2seq; "
-                                  "kto; reward_model; none."})
+                                  "kto; dpo (causal) or orpo (causal and seq2seq) on the preference pairs "
+                                  "(feedback/preference.py); reward_model; none."})
     min_verdicts: int = field(
         default=4, metadata={"help": "auto: skip the verdict step with fewer accepted or rejected examples than this."})
     kto_max_steps: int = field(default=30, metadata={"help": "KTO optimizer steps."})
@@ -118,10 +120,17 @@ class FeedbackTrainConfig:
     kto_beta: float = field(default=0.1, metadata={"help": "KTO beta (higher: stay closer to the reference)."})
     kto_batch_size: int = field(default=8, metadata={"help": "KTO examples per step (>= 2: KTO's KL estimate)."})
     kto_max_length: int = field(default=256, metadata={"help": "KTO prompt + completion tokens kept."})
-    kto_lora_r: int = field(default=16, metadata={"help": "Rank of the KTO LoRA adapter."})
-    kto_lora_alpha: int = field(default=32, metadata={"help": "Alpha of the KTO LoRA adapter."})
+    kto_lora_r: int = field(default=16, metadata={"help": "Rank of the LoRA adapter of KTO, DPO and ORPO."})
+    kto_lora_alpha: int = field(default=32, metadata={"help": "Alpha of the LoRA adapter of KTO, DPO and ORPO."})
     kto_lora_target_modules: list[str] = field(
-        default_factory=lambda: ["all-linear"], metadata={"help": "KTO LoRA targets (qv | qkvo | all-linear | names)."})
+        default_factory=lambda: ["all-linear"],
+        metadata={"help": "LoRA targets of KTO, DPO and ORPO (qv | qkvo | all-linear | names)."})
+    pref_max_steps: int = field(default=30, metadata={"help": "DPO / ORPO optimizer steps."})
+    pref_learning_rate: float = field(default=5e-5, metadata={"help": "DPO / ORPO learning rate (LoRA)."})
+    pref_beta: float = field(default=0.1, metadata={"help": "DPO beta (higher: closer to the reference); ORPO's "
+                                                            "weight of the odds-ratio term."})
+    pref_batch_size: int = field(default=4, metadata={"help": "DPO / ORPO preference pairs per step."})
+    pref_max_length: int = field(default=256, metadata={"help": "DPO / ORPO prompt + completion tokens kept."})
     rm_base_model: str = field(default="sentence-transformers/all-MiniLM-L6-v2",
                                metadata={"help": "Encoder of the feedback reward model."})
     rm_epochs: float = field(default=4.0, metadata={"help": "Feedback reward model: passes over the examples."})
@@ -133,17 +142,19 @@ class FeedbackTrainConfig:
         default=0, metadata={"help": "torch CPU threads; 0: the cores not busy at start (see rewards/batching.py)."})
 
     def __post_init__(self):
-        for name in ("replay_pairs", "sft_max_steps", "kto_max_steps", "min_verdicts", "num_threads"):
+        for name in ("replay_pairs", "sft_max_steps", "kto_max_steps", "pref_max_steps", "min_verdicts", "num_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
-        for name in ("feedback_repeat", "sft_batch_size", "rm_batch_size", "rm_max_length", "kto_max_length"):
+        for name in ("feedback_repeat", "sft_batch_size", "rm_batch_size", "rm_max_length", "kto_max_length",
+                     "pref_batch_size", "pref_max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
         if self.kto_batch_size < 2:
             raise ValueError(f"kto_batch_size must be >= 2: KTO estimates its KL term within a batch "
                              f"(got {self.kto_batch_size})")
-        if self.kto_beta <= 0:
-            raise ValueError(f"kto_beta must be > 0 (got {self.kto_beta})")
+        for name in ("kto_beta", "pref_beta", "pref_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 (got {getattr(self, name)})")
         for item in self.sft_overrides:
             if "=" not in item or not item.split("=", 1)[0].strip():
                 raise ValueError(f"sft_overrides: '{item}' is not name=value (e.g. guard_samples=16)")
@@ -366,13 +377,29 @@ def run_reward_model_step(cfg: FeedbackTrainConfig, data: FeedbackData, out: str
     return train_feedback_model(data.verdicts, out, settings)
 
 
-def choose_verdict_step(cfg: FeedbackTrainConfig, data: FeedbackData, family: str) -> str | None:
-    """``kto`` | ``reward_model`` | None (with the reason logged or raised)."""
+def choose_verdict_step(cfg: FeedbackTrainConfig, data: FeedbackData, family: str, prefs=None,
+                        version: str | None = None) -> str | None:
+    """``kto`` | ``dpo`` | ``orpo`` | ``reward_model`` | None (with the reason logged or raised), before any model
+    loads. ``prefs``: the store's ``PreferenceData``; ``version``: the current model's version."""
     counts = data.counts()
     good, bad = counts["desirable"], counts["undesirable"]
     if cfg.verdicts == "none":
         return None
     wanted = cfg.verdicts
+    if wanted in ("dpo", "orpo"):
+        from feedback.preference_train import check_method
+
+        check_method(wanted, family, cfg.model)
+        pairs = prefs.pairs if prefs is not None else []
+        if not pairs:
+            raise UserError(f"verdicts: {wanted} needs preference pairs (a rejected rewrite with a correction, or an "
+                            "accepted and a rejected rewrite of the same input); the store has none: collect "
+                            "corrections, or set verdicts: kto / reward_model / none")
+        if version and not cfg.collected_on and version not in prefs.model_versions:
+            raise UserError(f"verdicts: {wanted}: the store's preference pairs reject rewrites of model version(s) "
+                            f"{', '.join(prefs.model_versions)}, not of the current model ({version}); train from the "
+                            "model that wrote them (--model), or name the versions to use with --collected_on")
+        return wanted
     if wanted == "auto":
         wanted = "kto" if family == "causal" else "reward_model"
         if min(good, bad) < max(1, cfg.min_verdicts):
@@ -389,6 +416,15 @@ def choose_verdict_step(cfg: FeedbackTrainConfig, data: FeedbackData, family: st
 
 
 # ----------------------------------------------------------------------------------- the run
+
+
+def plan_line(data: FeedbackData, prefs, parent: CurrentModel, steps: list[str]) -> str:
+    """What ``feedback train`` is about to train on, printed before any model loads."""
+    c = data.counts()
+    return (f"feedback train: {c['records']} records ({c['accepted']} accepted, {c['rejected']} rejected, "
+            f"{c['corrections']} corrections) -> {c['sft_pairs']} SFT pairs, {c['desirable']} desirable and "
+            f"{c['undesirable']} undesirable verdicts, {len(prefs.pairs)} preference pairs; steps: "
+            f"{' + '.join(steps) or 'none'}; from {parent.ref} (version {parent.version})")
 
 
 def _check_output(cfg: FeedbackTrainConfig, parent: CurrentModel) -> str:
@@ -425,16 +461,20 @@ def run(cfg: FeedbackTrainConfig) -> dict:
         raise UserError(f"feedback store '{cfg.store}' has no records{where}; review some rewrites first "
                         "(detox-feedback serve) or add them (detox-feedback add)")
     data = feedback_data(records)
+    prefs = preference_pairs(records)
     parent = current_model(cfg.model)
     out = _check_output(cfg, parent)
-    log.info("feedback: %s; current model %s (%s, version %s)", data.counts(), parent.ref, parent.family,
-             parent.version)
-    verdict_step = choose_verdict_step(cfg, data, parent.family)
+    verdict_step = choose_verdict_step(cfg, data, parent.family, prefs, parent.version)
     do_sft = cfg.sft and bool(data.pairs) and cfg.sft_max_steps > 0
     if cfg.sft and not data.pairs:
         log.info("SFT step skipped: no corrections or accepted rewrites in the store")
     do_kto = verdict_step == "kto" and cfg.kto_max_steps > 0
-    if not (do_sft or do_kto or verdict_step == "reward_model"):
+    do_pref = verdict_step in ("dpo", "orpo") and cfg.pref_max_steps > 0
+    print(plan_line(data, prefs, parent, [s for s, on in (("sft", do_sft), ("kto", do_kto),
+                                                           (verdict_step, do_pref),
+                                                           ("reward_model", verdict_step == "reward_model")) if on]),
+          flush=True)
+    if not (do_sft or do_kto or do_pref or verdict_step == "reward_model"):
         raise UserError("nothing to train: no SFT pairs (corrections or accepted rewrites) and no verdict step; "
                         "collect more feedback, or check sft, verdicts and min_verdicts")
     os.makedirs(out, exist_ok=True)
@@ -443,25 +483,30 @@ def run(cfg: FeedbackTrainConfig) -> dict:
     atomic_write_text(os.path.join(data_dir, "records.jsonl"),
                       "".join(json.dumps(r.as_dict(), ensure_ascii=False) + "\n" for r in records))
     save_resolved_config(os.path.join(out, "feedback_config.yaml"), cfg)
-    summary: dict = {"data": data.counts(), "steps": [], "parent_version": parent.version, "store": store.path,
+    summary: dict = {"data": {**data.counts(), **prefs.counts()}, "steps": [], "parent_version": parent.version, "store": store.path,
                      "record_ids": [min(data.record_ids), max(data.record_ids)]}
     start = time.perf_counter()
     policy = parent
     if do_sft:
-        sft_out = os.path.join(out, "stages", "sft") if do_kto else out
+        sft_out = os.path.join(out, "stages", "sft") if do_kto or do_pref else out
         summary["sft"] = run_sft_step(cfg, data, parent, sft_out, data_dir)
         summary["steps"].append("sft")
         policy = current_model(sft_out)
     if do_kto:
         summary["kto"] = run_kto_step(cfg, data, policy, out)
         summary["steps"].append("kto")
+    if do_pref:
+        from feedback.preference_train import run_preference_step
+
+        summary[verdict_step] = run_preference_step(verdict_step, cfg, prefs.pairs, policy, out)
+        summary["steps"].append(verdict_step)
     if verdict_step == "reward_model":
         rm_dir = os.path.join(out, "feedback_reward")
         summary["reward_model"] = {"path": rm_dir, **run_reward_model_step(cfg, data, rm_dir)}
         summary["steps"].append("reward_model")
     summary["minutes"] = round((time.perf_counter() - start) / 60, 2)
-    if not (do_sft or do_kto):
-        log.info("the policy is unchanged (no SFT pairs, no KTO); use the feedback reward model in PPO with "
+    if not (do_sft or do_kto or do_pref):
+        log.info("the policy is unchanged (no SFT pairs, no KTO, DPO or ORPO); use the feedback reward model in PPO with "
                  "--w_feedback 1 --feedback_model %s", summary["reward_model"]["path"])
         atomic_write_text(os.path.join(out, "feedback_summary.json"), json.dumps(summary, indent=2, default=str))
         return summary
