@@ -10,7 +10,8 @@ string the store records with each verdict; ``detox-feedback serve`` builds it f
 JSON API (what the page calls):
 
 =====================  =========================================================================
-``GET /api/info``      ``{model_version, decoding, max_chars, counts}``
+``GET /api/info``      ``{model_version, decoding, max_chars, counts, next_train}`` (``next_train``: what the next
+                       ``detox-feedback train`` would use: reviews, new ones, SFT pairs, verdicts, preference pairs)
 ``POST /api/rewrite``  ``{text}`` -> ``{rewrite_id, input, output, model_version}``
 ``POST /api/feedback`` ``{rewrite_id, verdict: accept|reject, correction?}`` -> the stored record
 ``GET /api/records``   the newest records (``?limit=N``, at most 100)
@@ -120,7 +121,7 @@ class ReviewApp:
 
     def info(self) -> dict:
         return {"model_version": self.model_version, "decoding": self.decoding, "max_chars": self.max_chars,
-                "counts": self.store.count()}
+                "counts": self.store.count(), "next_train": next_train(self.store)}
 
     def _text(self, payload: dict, key: str, required: bool = True) -> str | None:
         value = payload.get(key)
@@ -195,6 +196,20 @@ class ReviewApp:
         except ValueError:
             raise ApiError(HTTPStatus.BAD_REQUEST, "'limit' must be a number") from None
         return {"records": [r.as_dict() for r in self.store.records(newest_first=True, limit=limit)]}
+
+
+def next_train(store) -> dict:
+    """What the next ``detox-feedback train`` (default settings: every record) would train on: its reviews, how many
+    of them no training has used yet, and the SFT pairs, verdicts and preference pairs they give."""
+    from feedback.preference import preference_pairs
+    from feedback.train import feedback_data
+
+    records = store.records()
+    used = store.used_record_ids()
+    counts = feedback_data(records).counts()
+    return {"reviews": len(records), "new_reviews": sum(r.id not in used for r in records),
+            "sft_pairs": counts["sft_pairs"], "verdicts": counts["desirable"] + counts["undesirable"],
+            "preference_pairs": len(preference_pairs(records).pairs)}
 
 
 class ReviewHandler(BaseHTTPRequestHandler):

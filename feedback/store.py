@@ -410,6 +410,10 @@ class FeedbackStore:
                 "FROM records").fetchone()
         return {"records": total, "accept": accept, "reject": total - accept, "corrections": corrections}
 
+    def used_record_ids(self) -> set[int]:
+        """The ids of the records some ``feedback train`` run has trained on."""
+        return {i for t in self.trainings() for i in t.record_ids}
+
     def trainings(self) -> list[Training]:
         with self._connect() as conn:
             rows = conn.execute("SELECT id, created_at, parent_version, new_version, output_dir, record_ids, summary "

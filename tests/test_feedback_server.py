@@ -74,6 +74,13 @@ def test_rewrite_accept_and_correct_round_trip(served):
         ("you stupid idiot", "you unwise person", "reject", "you are mistaken", "tiny@123")]
     status, recent, _ = call(port, "GET", "/api/records?limit=1")
     assert [r["id"] for r in recent["records"]] == [2]
+    # what the next `feedback train` uses, by hand: 2 reviews, none trained on; SFT pairs (input, accepted output)
+    # and (input, correction); verdicts: the accepted output (1; the reject of the same output is the same
+    # (input, text) and the first verdict wins) and the correction (1); one preference pair (correction > output)
+    assert call(port, "GET", "/api/info")[1]["next_train"] == {"reviews": 2, "new_reviews": 2, "sft_pairs": 2,
+                                                               "verdicts": 2, "preference_pairs": 1}
+    app.store.record_training("tiny@123", "tiny@124", "out", [1], {})
+    assert call(port, "GET", "/api/info")[1]["next_train"]["new_reviews"] == 1
 
 
 def test_the_browser_cannot_choose_what_is_stored(served):
