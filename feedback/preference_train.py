@@ -39,12 +39,9 @@ def run_preference_step(method: str, cfg, pairs, base, out: str) -> dict:
     import torch
     from datasets import Dataset
 
-    from detoxrl.generate import GenerationSettings
     from detoxrl.models.config import DetoxModelConfig
     from detoxrl.models.loading import load_model, peft_config
     from detoxrl.prompts import PromptFormatter
-    from detoxrl.runcard import build_card, write_card
-    from sft.save import save_folder
 
     check_method(method, base.family, base.ref)
     if not pairs:
@@ -78,23 +75,39 @@ def run_preference_step(method: str, cfg, pairs, base, out: str) -> dict:
                               train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft)
     log.info("%s step: %d preference pairs, %d steps of %d (beta %g)", method.upper(), len(rows), cfg.pref_max_steps,
              cfg.pref_batch_size, cfg.pref_beta)
+    result, minutes, last = train_adapter(trainer, tok, out, f"{method}-run")
+    metrics = {"train_loss": result.training_loss, "train_minutes": round(minutes, 2), "pairs": len(rows),
+               "steps": trainer.state.global_step}
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "log_odds_ratio"):
+        if key in last:
+            metrics[f"last_{key.replace('/', '_')}"] = last[key]
+    write_step_card(out, base, family, formatter.format, f"feedback-{method}", metrics)
+    return metrics
+
+
+
+def train_adapter(trainer, tok, out: str, run_dir: str):
+    """Train a TRL trainer's fresh LoRA adapter, save ``adapter/`` and ``merged/`` in ``out`` and drop its run
+    folder; returns ``(train output, minutes, the last logged losses)``. Shared by the KTO, DPO and ORPO steps."""
+    from sft.save import save_folder
+
     start = time.perf_counter()
     result = trainer.train()
     minutes = (time.perf_counter() - start) / 60
     model = trainer.accelerator.unwrap_model(trainer.model)
     save_folder(model, tok, os.path.join(out, "adapter"))
     save_folder(model.merge_and_unload(), tok, os.path.join(out, "merged"))
-    shutil.rmtree(os.path.join(out, f"{method}-run"), ignore_errors=True)
-    metrics = {"train_loss": result.training_loss, "train_minutes": round(minutes, 2), "pairs": len(rows),
-               "steps": trainer.state.global_step}
+    shutil.rmtree(os.path.join(out, run_dir), ignore_errors=True)
     logged = [h for h in trainer.state.log_history if "loss" in h]
-    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "log_odds_ratio"):
-        if logged and key in logged[-1]:
-            metrics[f"last_{key.replace('/', '_')}"] = logged[-1][key]
+    return result, minutes, logged[-1] if logged else {}
+
+
+def write_step_card(out: str, base, family: str, prompt_format: str, stage: str, metrics: dict) -> None:
+    """``out/detoxrl.json`` of a verdict step's model: the base's prompt and decoding, the step's metrics."""
+    from detoxrl.generate import GenerationSettings
+    from detoxrl.runcard import build_card, write_card
+
     generation = GenerationSettings(**{k: v for k, v in (base.card.get("generation") or {}).items()
                                        if k in {f.name for f in fields(GenerationSettings)}})
     write_card(out, build_card(family, base.card.get("base_model") or base.weights, base.prompt_config(),
-                               formatter.format, generation, {"finetuning": "lora", "stage": f"feedback-{method}",
-                                                              "metrics": metrics}))
-    return metrics
-
+                               prompt_format, generation, {"finetuning": "lora", "stage": stage, "metrics": metrics}))

@@ -49,7 +49,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal
@@ -63,7 +62,7 @@ from detoxrl.prompts import PromptConfig
 from feedback.preference import preference_pairs
 from feedback.store import FeedbackRecord, FeedbackStore
 from detoxrl.hub_push import check_push, push_run
-from detoxrl.runcard import build_card, find_card, has_card, read_card, write_card
+from detoxrl.runcard import find_card, has_card, read_card
 from feedback.versions import model_version, stamp_card
 
 log = logging.getLogger("detoxrl.feedback")
@@ -317,11 +316,10 @@ def run_kto_step(cfg: FeedbackTrainConfig, data: FeedbackData, base: CurrentMode
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
-    from detoxrl.generate import GenerationSettings
     from detoxrl.models.config import DetoxModelConfig
     from detoxrl.models.loading import load_model, peft_config
     from detoxrl.prompts import PromptFormatter
-    from sft.save import save_folder
+    from feedback.preference_train import train_adapter, write_step_card
 
     if base.family != "causal":
         raise UserError(f"verdicts: kto trains causal models only (TRL's KTOTrainer), and '{base.ref}' is seq2seq; "
@@ -348,24 +346,13 @@ def run_kto_step(cfg: FeedbackTrainConfig, data: FeedbackData, base: CurrentMode
                          peft_config=peft_config(model_cfg, loaded.model, "causal"))
     log.info("KTO step: %d desirable, %d undesirable examples (undesirable_weight %.3f), %d steps of %d", n_good,
              n_bad, undesirable_weight, cfg.kto_max_steps, cfg.kto_batch_size)
-    start = time.perf_counter()
-    result = trainer.train()
-    minutes = (time.perf_counter() - start) / 60
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    save_folder(model, tok, os.path.join(out, "adapter"))
-    save_folder(model.merge_and_unload(), tok, os.path.join(out, "merged"))
-    shutil.rmtree(os.path.join(out, "kto-run"), ignore_errors=True)
-    logged = [h for h in trainer.state.log_history if "loss" in h]
+    result, minutes, last = train_adapter(trainer, tok, out, "kto-run")
     metrics = {"train_loss": result.training_loss, "train_minutes": round(minutes, 2), "desirable": n_good,
                "undesirable": n_bad, "undesirable_weight": undesirable_weight, "steps": trainer.state.global_step}
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "kl"):
-        if logged and key in logged[-1]:
-            metrics[f"last_{key.replace('/', '_')}"] = logged[-1][key]
-    generation = GenerationSettings(**{k: v for k, v in (base.card.get("generation") or {}).items()
-                                       if k in {f.name for f in fields(GenerationSettings)}})
-    write_card(out, build_card("causal", base.card.get("base_model") or base.weights, base.prompt_config(),
-                               formatter.format, generation, {"finetuning": "lora", "stage": "feedback-kto",
-                                                              "metrics": metrics}))
+        if key in last:
+            metrics[f"last_{key.replace('/', '_')}"] = last[key]
+    write_step_card(out, base, "causal", formatter.format, "feedback-kto", metrics)
     return metrics
 
 
