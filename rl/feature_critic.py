@@ -94,7 +94,7 @@ class FeatureCritic:
         if kind not in KINDS[1:]:
             raise ValueError(f"value_features {kind!r}: the feature critic takes {' | '.join(KINDS[1:])}")
         if units not in UNITS:
-            raise ValueError(f"value_units {units!r}: one of {' | '.join(UNITS)}")
+            raise ValueError(f"units {units!r}: one of {' | '.join(UNITS)}")
         self.kind, self.tokenizer, self.lexicon, self.shrink, self.group = kind, tokenizer, lexicon, shrink, group
         self.units = units
         self.max_length_ratio = max_length_ratio
