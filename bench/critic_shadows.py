@@ -7,7 +7,8 @@ Everything after ``<out.jsonl>`` is ``rl/ppo.py``'s command line; the run trains
 shadows' values never reach PPO). It needs a feature critic (``value_features lexicon*``). Each shadow has the live
 critic's features, buffer length and ridge, with its own units (the fit's ``units``: raw or rollout; no config
 field since it made no difference) and ``value_shrink`` (``SHADOWS``), and is fitted on its own GAE returns: GAE
-is linear in the values, so with the live values ``V``, returns ``R`` and a shadow's values ``V'`` its returns are ``R' = R + returns(GAE(rewards 0, values V' - V))``. One row per step:
+is linear in the values, so with the live values ``V``, returns ``R`` and a shadow's values ``V'`` its returns are
+``R' = R + returns(GAE(rewards 0, values V' - V))``. One row per step:
 ``{"step", "live", "<shadow>": explained variance, ...}``, appended (a resumed run's shadows start empty). The shadow
 equal to the live setting must repeat ``live`` exactly: a check on the wiring. Shadow fits cost milliseconds a step
 (no extra model pass). The shadows ride on the trainer's hooks (``rl/callbacks.py``): ``on_rollout`` keeps the
