@@ -168,10 +168,19 @@ def test_samples_per_prompt_repeats_each_source():
 
 
 def test_trainer_step_takes_its_values_from_the_feature_critic(run, tmp_path):
-    tr = make_trainer(run, tmp_path / "out", lexicon=LEX, value_features="lexicon+sibling", samples_per_prompt=2,
-                      value_replay_steps=2, value_ridge=0.1, value_shrink=0.5, max_steps=3, learning_rate=1e-2,
-                      reward_norm="running")
-    assert tr.critic.fit.units == "raw"
+    """In the rollout's units (a parameter of the fit, which bench/critic_shadows.py sets): the trainer's critic is
+    given as the ``critic`` a Python user passes, the configured one otherwise."""
+    from transformers import AutoTokenizer
+
+    from rl.critics import CriticConfig, FeatureCritic as Strategy
+
+    kw = dict(value_features="lexicon+sibling", samples_per_prompt=2, value_replay_steps=2, value_ridge=0.1,
+              value_shrink=0.5)
+    cfg = CriticConfig("shared", "lexicon+sibling", 2, 0.1, 0.5, None, 0)
+    critic = Strategy(cfg, AutoTokenizer.from_pretrained(f"{run}/merged"), LEX, 2, 2.0, units="rollout")
+    tr = make_trainer(run, tmp_path / "out", lexicon=LEX, strategy=critic, max_steps=3, learning_rate=1e-2,
+                      reward_norm="running", **kw)
+    assert tr.critic is critic and tr.critic.fit.units == "rollout"
     head = tr.unwrapped.value_head
     assert not any(p.requires_grad for p in head.parameters())
     seen = []
@@ -187,7 +196,7 @@ def test_trainer_step_takes_its_values_from_the_feature_critic(run, tmp_path):
         stats = tr.step()
         values, expected, x = seen[-1]
         torch.testing.assert_close(values, expected)  # GAE ran on the feature critic's values
-        assert x.scale == 1.0  # raw units (value_units rollout is bench/critic_shadows.py's)
+        assert x.scale != 1.0  # in the rollout's units
         assert math.isfinite(stats["ppo/explained_variance"]) and stats["ppo/value_loss"] == 0
         assert len(tr.critic.replay.buffer) == min(step, 2)
         assert x.x.shape[-1] == len(PREFIX_FEATURES) + 1
