@@ -119,15 +119,32 @@ class FeedbackModelTraining:
     seed: int = 0
 
 
+def heldout_inputs(inputs, fraction: float, seed: int) -> set[str]:
+    """A seeded ``fraction`` (at least one) of the distinct ``inputs``: held out whole, so no held-out input is
+    trained on. Shared by the pointwise and the pairwise feedback models."""
+    distinct = sorted(set(inputs))
+    random.Random(seed).shuffle(distinct)
+    return set(distinct[: max(1, round(len(distinct) * fraction))])
+
+
+def save_model_folder(output_dir: str, model, tokenizer, metrics: dict, card: dict) -> None:
+    """``output_dir`` (atomically): the model in safetensors, its tokenizer, ``metrics.json`` and ``CARD``."""
+    with atomic_directory(output_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, "metrics.json"), "w", encoding="utf-8") as fh:
+            json.dump(metrics, fh, indent=2)
+        with open(os.path.join(tmp, CARD), "w", encoding="utf-8") as fh:
+            json.dump(card, fh, indent=2)
+
+
 def heldout_split(items: list[Labelled], fraction: float, min_per_label: int, seed: int
                   ) -> tuple[list[Labelled], list[Labelled]]:
     """(train, held-out), grouped by input; no held-out part when a label has < ``min_per_label`` examples."""
     by_label = [sum(i.label == y for i in items) for y in (0, 1)]
     if min(by_label) < min_per_label or fraction <= 0:
         return items, []
-    inputs = sorted({i.text for i in items})
-    random.Random(seed).shuffle(inputs)
-    held = set(inputs[: max(1, round(len(inputs) * fraction))])
+    held = heldout_inputs([i.text for i in items], fraction, seed)
     train = [i for i in items if i.text not in held]
     heldout = [i for i in items if i.text in held]
     if not train or len({i.label for i in heldout}) < 2:
@@ -174,15 +191,9 @@ def train_feedback_model(examples: Sequence[tuple[str, str, int]], output_dir: s
         held_scores = scores(heldout)
         y = [i.label for i in heldout]
         metrics.update(heldout_accuracy=accuracy(y, held_scores), heldout_roc_auc=roc_auc(y, held_scores))
-    with atomic_directory(output_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        with open(os.path.join(tmp, "metrics.json"), "w", encoding="utf-8") as fh:
-            json.dump(metrics, fh, indent=2)
-        with open(os.path.join(tmp, CARD), "w", encoding="utf-8") as fh:
-            json.dump({"what": "P(accept | input, output): the detoxrl feedback reward model", "labels": ID2LABEL,
-                       "input": "text pair (input, output)", "reward_config": {"feedback_model": output_dir,
-                                                                              "w_feedback": 1.0}}, fh, indent=2)
+    save_model_folder(output_dir, model, tokenizer, metrics, {
+        "what": "P(accept | input, output): the detoxrl feedback reward model", "labels": ID2LABEL,
+        "input": "text pair (input, output)", "reward_config": {"feedback_model": output_dir, "w_feedback": 1.0}})
     log.info("feedback reward model saved to %s (%.0fs; train accuracy %.3f%s)", output_dir, time.time() - start,
              metrics["train_accuracy"],
              f", held-out ROC-AUC {metrics['heldout_roc_auc']:.3f}" if heldout else "")

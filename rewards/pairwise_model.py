@@ -15,19 +15,17 @@ Held-out check: a seeded ``heldout_fraction`` of the distinct inputs (at least o
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 
 import torch
 
 from detoxrl.errors import UserError
-from detoxrl.io import atomic_directory
 from detoxrl.models.embedded import MINILM_ID
-from rewards.feedback_model import CARD, joined
+from rewards.feedback_model import heldout_inputs, joined, save_model_folder
 
 log = logging.getLogger("detoxrl.rewards")
 KIND = "pairwise"
@@ -48,11 +46,9 @@ class PairwiseTraining:
 def split_by_input(pairs: list, fraction: float, min_heldout: int, seed: int) -> tuple[list, list]:
     if len(pairs) < min_heldout or fraction <= 0:
         return pairs, []
-    inputs = sorted({p.input for p in pairs})
-    if len(inputs) < 2:
+    if len({p.input for p in pairs}) < 2:
         return pairs, []
-    random.Random(seed).shuffle(inputs)
-    held = set(inputs[: max(1, round(len(inputs) * fraction))])
+    held = heldout_inputs([p.input for p in pairs], fraction, seed)
     return [p for p in pairs if p.input not in held], [p for p in pairs if p.input in held]
 
 
@@ -98,7 +94,7 @@ def train_pairwise_model(pairs: list, output_dir: str, settings: PairwiseTrainin
 
     rows = [{"chosen_ids": ids(p, p.chosen), "rejected_ids": ids(p, p.rejected)} for p in train]
     random.Random(s.seed).shuffle(rows)
-    args = RewardConfig(output_dir=os.path.join(output_dir + ".run"), num_train_epochs=s.num_train_epochs,
+    args = RewardConfig(output_dir=output_dir + ".run", num_train_epochs=s.num_train_epochs,
                         per_device_train_batch_size=s.batch_size, learning_rate=s.learning_rate,
                         max_length=s.max_length, use_cpu=not torch.cuda.is_available(), report_to=[],
                         save_strategy="no", logging_steps=10, seed=s.seed, disable_tqdm=True, bf16=False,
@@ -115,16 +111,9 @@ def train_pairwise_model(pairs: list, output_dir: str, settings: PairwiseTrainin
                "settings": asdict(s)}
     if heldout:
         metrics["heldout_pair_accuracy"] = pair_accuracy(model, tokenizer, heldout, s.max_length)
-    with atomic_directory(output_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        with open(os.path.join(tmp, "metrics.json"), "w", encoding="utf-8") as fh:
-            json.dump(metrics, fh, indent=2)
-        with open(os.path.join(tmp, CARD), "w", encoding="utf-8") as fh:
-            json.dump({"what": "sigmoid(r(input [SEP] output)): the detoxrl pairwise feedback reward model",
-                       "kind": KIND, "reward_config": {"feedback_model": output_dir, "w_feedback": 1.0}}, fh, indent=2)
-    import shutil
-
+    save_model_folder(output_dir, model, tokenizer, metrics, {
+        "what": "sigmoid(r(input [SEP] output)): the detoxrl pairwise feedback reward model", "kind": KIND,
+        "reward_config": {"feedback_model": output_dir, "w_feedback": 1.0}})
     shutil.rmtree(output_dir + ".run", ignore_errors=True)
     log.info("pairwise reward model saved to %s (train pair accuracy %.3f%s)", output_dir,
              metrics["train_pair_accuracy"], f", held-out {metrics['heldout_pair_accuracy']:.3f}" if heldout else "")
