@@ -56,6 +56,12 @@ def field_argv(key: str, value: Any) -> list[str]:
     return [f"--{key}", str(value)]
 
 
+def did_you_mean(name: str, known, otherwise: str, quote: str = "'") -> str:
+    """``did you mean 'x'?`` with the closest of ``known``, else ``otherwise`` (the fix of an unknown-name line)."""
+    hint = difflib.get_close_matches(name, known, n=1)
+    return f"did you mean {quote}{hint[0]}{quote}?" if hint else otherwise
+
+
 def assignments(items: Iterable[str]) -> dict[str, str]:
     """``["lora_r=8", "guard_samples=16"]`` -> ``{"lora_r": "8", "guard_samples": "16"}``: the ``name=value``
     overrides a stage passes to the stage it runs (RFT's and feedback training's ``sft_overrides``)."""
@@ -164,8 +170,7 @@ class DetoxParser(TrlParser):
         argv: list[str] = []
         for key, (value, source) in self._read_config(config_path).items():
             if key not in known:
-                hint = difflib.get_close_matches(key, known, n=1)
-                fix = f"did you mean '{hint[0]}'?" if hint else "remove it, or see --help for the fields"
+                fix = did_you_mean(key, known, "remove it, or see --help for the fields")
                 raise ConfigError(f"{self.prog}: {source}: unknown field '{key}'; {fix}")
             self._refuse_unread(key, source)
             if value is None or value == []:  # argparse cannot spell these; install them as defaults
@@ -191,9 +196,8 @@ class DetoxParser(TrlParser):
         for key, value in _flatten(dict(values or {}), known - self._sections).items():
             name = self._alias(key)
             if name not in known:
-                hint = difflib.get_close_matches(name, known, n=1)
-                fix = f"did you mean '{hint[0]}'?" if hint else "see --help for the fields"
-                raise ConfigError(f"{self.prog}: unknown field '{key}'; {fix}")
+                raise ConfigError(f"{self.prog}: unknown field '{key}'; "
+                                  f"{did_you_mean(name, known, 'see --help for the fields')}")
             argv += [f"--{name}", "null"] if value is None else field_argv(name, value)
         return self.parse(argv)
 
@@ -243,8 +247,7 @@ class DetoxParser(TrlParser):
         for flag in sorted(flags):
             if flag == "--" or flag in self._option_string_actions or any(k.startswith(flag) for k in known):
                 continue
-            hint = difflib.get_close_matches(flag, known, n=1)
-            fix = f"did you mean {hint[0]}?" if hint else "see --help for the flags"
+            fix = did_you_mean(flag, known, "see --help for the flags", quote="")
             raise ConfigError(f"{self.prog}: command line: unknown flag {flag}; {fix}")
 
     def _nullable_fields(self) -> set[str]:

@@ -182,13 +182,12 @@ class Grid:
 
     def check_keys(self, overrides: dict, where: str) -> None:
         """Every override names an rl/ppo.py field (dotted reward aliases included), with a did-you-mean hint."""
-        import difflib
+        from detoxrl.config import did_you_mean
 
         for key in dotted(overrides):
             name = self.ppo.reward_alias(key)
             if name not in self._known:
-                hint = difflib.get_close_matches(name, self._known, n=1)
-                fix = f"did you mean '{hint[0]}'?" if hint else "see rl/ppo.py --help for the fields"
+                fix = did_you_mean(name, self._known, "see rl/ppo.py --help for the fields")
                 raise ConfigError(f"{prog_name('detox-ablate')}: "
                                   f"{self.cfg.path}: {where}: unknown rl/ppo.py field '{key}'; {fix}")
 
