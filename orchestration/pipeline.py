@@ -188,9 +188,10 @@ class Pipeline:
         return self.modules[name].parser().parse_mapping({**self.values(name), **extra}, self.sections[name]["config"])
 
     def stage(self, name: str) -> Stage:
-        expected = comparable(resolved_config_dict(*self.parse(name)))
+        parsed = self.parse(name)
+        expected = comparable(resolved_config_dict(*parsed))
         if name == "sft":
-            model = self.parse("sft")[2].model_name_or_path
+            model = parsed[2].model_name_or_path
             return Stage("sft", self.dirs["sft"], expected, {"base": fingerprint(resolve_path(model) or model)},
                          (RESOLVED, CARD, "README.md"))
         if name == "ppo":
