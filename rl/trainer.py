@@ -174,7 +174,7 @@ class DetoxPPOTrainer:
 
     # ---------------------------------------------------------------------------------------------- advantages
     def advantages(self, old: ForwardOut, ref_logprobs: torch.Tensor, score: torch.Tensor, mask: torch.Tensor, step: int,
-                   scale: float = 1.0):
+                   scale: float):
         """KL-shaped per-token rewards -> GAE -> (whitened advantages, returns, per-token KL); ``scale``: the divisor
         of the scores' normalisation, so the KL penalty is ``kl_coef`` per nat in raw score units."""
         kl = kl_penalty(old.logprobs, ref_logprobs, self.args.kl_estimator) * mask
